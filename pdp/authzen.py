@@ -1,0 +1,92 @@
+"""The AuthZEN information model as JSON <-> the internal Request and Decision.
+
+Shared by every JSON front end (the CLI's --requests, the AuthZEN HTTP API)
+so that they validate and answer alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pdp.model import EMPTY, Decision, Request
+
+MAX_ID_LENGTH = 1024
+
+
+class RequestError(ValueError):
+    """A request that cannot be evaluated; the message names the field."""
+
+
+def _object(value: Any, field: str) -> Mapping[str, Any]:
+    if value is None:
+        return EMPTY
+    if not isinstance(value, dict):
+        raise RequestError(f"{field} must be an object")
+    return value
+
+
+def _text(parent: Mapping[str, Any], key: str, field: str) -> str:
+    value = parent.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestError(f"{field}.{key} is required and must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise RequestError(f"{field}.{key} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _part(body: Mapping[str, Any], field: str) -> Mapping[str, Any]:
+    value = body.get(field)
+    if not isinstance(value, dict):
+        raise RequestError(f"{field} is required and must be an object")
+    return value
+
+
+def roles_of(properties: Mapping[str, Any], field: str = "subject.properties.roles") -> frozenset[str]:
+    roles = properties.get("roles")
+    if roles is None:
+        return frozenset()
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise RequestError(f"{field} must be a list of strings")
+    return frozenset(roles)
+
+
+def request_from_json(body: Any) -> Request:
+    """An AuthZEN evaluation request ({subject, action, resource, context})."""
+    if not isinstance(body, dict):
+        raise RequestError("the request must be a JSON object")
+    subject = _part(body, "subject")
+    subject_type, subject_id = _text(subject, "type", "subject"), _text(subject, "id", "subject")
+    action = _part(body, "action")
+    action_name = _text(action, "name", "action")
+    resource = _part(body, "resource")
+    resource_type, resource_id = _text(resource, "type", "resource"), _text(resource, "id", "resource")
+    subject_properties = _object(subject.get("properties"), "subject.properties")
+    return Request(
+        subject_type=subject_type,
+        subject_id=subject_id,
+        action=action_name,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        subject_properties=subject_properties,
+        resource_properties=_object(resource.get("properties"), "resource.properties"),
+        action_properties=_object(action.get("properties"), "action.properties"),
+        context=_object(body.get("context"), "context"),
+        roles=roles_of(subject_properties),
+    )
+
+
+def decision_to_json(decision: Decision, **context: Any) -> dict[str, Any]:
+    """{"decision": bool, "context": {"reasons": [...], "policy_version": ..., **context}}."""
+    return {
+        "decision": decision.allowed,
+        "context": {
+            "reasons": [r.to_dict() for r in decision.reasons],
+            "policy_version": decision.policy_version,
+            **context,
+        },
+    }
+
+
+def error_to_json(message: str, **context: Any) -> dict[str, Any]:
+    return {"decision": False, "context": {"error": message, **context}}

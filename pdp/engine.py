@@ -1,0 +1,96 @@
+"""decide(policy, request) -> Decision: deny overrides allow, nothing is allowed by default.
+
+Pure: no I/O, no logging, no shared state but the compiled policy's memo
+tables. The common path allocates little beyond the Decision itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pdp.conditions import Facts, missing_paths
+from pdp.model import Decision, Effect, Reason, Request
+from pdp.policy import CompiledPolicy, CompiledRule
+
+DEFAULT_DENY_RULE = "default-deny"
+
+
+def decide(policy: CompiledPolicy, request: Request) -> Decision:
+    stype, sid = request.subject_type, request.subject_id
+    roles = policy.subject_roles(stype, sid)
+    if request.roles:
+        roles = policy.close(roles | request.roles)
+    rid = request.resource_id
+    segment = rid.partition("/")[0]
+    facts: Facts | None = None
+    allows: list[CompiledRule] = []
+    denies: list[CompiledRule] = []
+    for bucket in policy.plan(roles, request.action, request.resource_type):
+        for rules in (bucket.exact.get(rid, ()), bucket.by_segment.get(segment, ()), bucket.general):
+            for rule in rules:
+                if not rule.pattern.match_id(rid):
+                    continue
+                if rule.condition is not None:
+                    if facts is None:
+                        facts = facts_for(policy, request, roles)
+                    if not rule.condition(facts):
+                        continue
+                (denies if rule.is_deny else allows).append(rule)
+    if denies:
+        return Decision(False, _reasons(denies), policy.version, roles)
+    if allows:
+        return Decision(True, _reasons(allows), policy.version, roles)
+    return Decision(False, (_default_deny(policy, request, roles),), policy.version, roles)
+
+
+def facts_for(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> Facts:
+    """What conditions read. Directory properties win over the request's own."""
+    return Facts(
+        request.subject_type,
+        request.subject_id,
+        _subject_properties(policy, request),
+        roles,
+        request.action,
+        request.action_properties,
+        request.resource_type,
+        request.resource_id,
+        request.resource_properties,
+        request.context,
+    )
+
+
+def _subject_properties(policy: CompiledPolicy, request: Request) -> Mapping[str, Any]:
+    entry = policy.directory.get((request.subject_type, request.subject_id))
+    if entry is None or not entry.properties:
+        return request.subject_properties
+    if not request.subject_properties:
+        return entry.properties
+    return {**request.subject_properties, **entry.properties}
+
+
+def _reasons(rules: list[CompiledRule]) -> tuple[Reason, ...]:
+    if len(rules) == 1:
+        return (rules[0].reason,)
+    return tuple(rule.reason for rule in sorted(rules, key=lambda r: r.index))
+
+
+def _default_deny(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> Reason:
+    held = ", ".join(sorted(roles)) or "none"
+    text = (
+        f"no rule allows {request.action} on {request.resource_type}:{request.resource_id}"
+        f" for {request.subject_type}:{request.subject_id} with roles [{held}]"
+    )
+    missing = _missing_attributes(policy, request, roles)
+    if missing:
+        text += "; missing attributes: " + ", ".join(missing)
+    return Reason(DEFAULT_DENY_RULE, Effect.DENY, text, "", 0)
+
+
+def _missing_attributes(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> list[str]:
+    """Attributes that conditions of otherwise matching rules read but the request lacked."""
+    rules = policy.rules_for(roles, request.action, request.resource_type, request.resource_id)
+    reads = frozenset().union(*(r.reads for r in rules if r.condition is not None))
+    if not reads:
+        return []
+    return missing_paths(reads, facts_for(policy, request, roles))

@@ -1,0 +1,142 @@
+"""A policy folder -> CompiledPolicy: find the files, hash them, parse, compile.
+
+The version is a SHA-256 over every `*.policy` and `*.subjects.json` file
+(path and content), so two replicas with the same files agree on it and any
+change of a rule or of directory data makes a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pdp import ast
+from pdp.compiler import compile_policy
+from pdp.errors import PolicyIssue, PolicySetError
+from pdp.parser import parse_policy
+from pdp.policy import CompiledPolicy
+
+POLICY_SUFFIX = ".policy"
+DIRECTORY_SUFFIX = ".subjects.json"
+
+__all__ = ["CompiledPolicy", "PolicySetError", "SourceFile", "compile_sources", "load_policy_dir"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: str  # relative to the policy folder, with `/` separators
+    content: bytes
+
+
+def is_policy_source(name: str) -> bool:
+    return name.endswith(POLICY_SUFFIX) or name.endswith(DIRECTORY_SUFFIX)
+
+
+def read_sources(folder: str | Path) -> list[SourceFile]:
+    """Every policy and directory file under the folder, in a stable order.
+    Hidden folders (such as .git) are skipped."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise PolicySetError([PolicyIssue(str(folder), 0, 0, "not a folder")])
+    sources = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if is_policy_source(name):
+                path = Path(dirpath, name)
+                sources.append(SourceFile(path.relative_to(root).as_posix(), path.read_bytes()))
+    return sorted(sources, key=lambda s: s.path)
+
+
+def version_of(sources: Iterable[SourceFile]) -> str:
+    digest = hashlib.sha256()
+    for source in sorted(sources, key=lambda s: s.path):
+        for part in (source.path.encode(), source.content):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
+def load_policy_dir(folder: str | Path) -> CompiledPolicy:
+    """Compile the policy set in a folder; raises PolicySetError with every issue."""
+    return compile_sources(read_sources(folder), source_dir=str(folder))
+
+
+def compile_sources(sources: list[SourceFile], source_dir: str = "") -> CompiledPolicy:
+    issues: list[PolicyIssue] = []
+    files: list[ast.PolicyFile] = []
+    subjects: list[ast.SubjectRecord] = []
+    for source in sources:
+        try:
+            text = _decode(source)
+            if source.path.endswith(POLICY_SUFFIX):
+                files.append(parse_policy(source.path, text))
+            else:
+                subjects.extend(parse_directory(source.path, text))
+        except PolicySetError as err:
+            issues.extend(err.errors)
+    return compile_policy(
+        files, subjects, version=version_of(sources), source_dir=source_dir, known_issues=issues
+    )
+
+
+def _decode(source: SourceFile) -> str:
+    try:
+        return source.content.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = source.content.count(b"\n", 0, err.start) + 1
+        column = err.start - (source.content.rfind(b"\n", 0, err.start) + 1) + 1
+        raise PolicySetError([PolicyIssue(source.path, line, column, "not UTF-8 text")]) from None
+
+
+# ---- directory data ----
+
+
+def parse_directory(path: str, text: str) -> list[ast.SubjectRecord]:
+    """A `*.subjects.json` file: {"TYPE:ID": {"roles": [...], "properties": {...}}}."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        issue = PolicyIssue(path, err.lineno, err.colno, f"malformed JSON: {err.msg}")
+        raise PolicySetError([issue]) from None
+    if not isinstance(data, dict):
+        raise PolicySetError([PolicyIssue(path, 1, 1, "a directory file is a JSON object of TYPE:ID keys")])
+    records, issues = [], []
+    for key, entry in data.items():
+        pos = _key_pos(path, text, key)
+        problem = _entry_problem(key, entry)
+        if problem:
+            issues.append(PolicyIssue(pos.file, pos.line, pos.column, problem))
+            continue
+        roles = tuple(ast.Name(r, pos) for r in entry.get("roles", []))
+        records.append(ast.SubjectRecord(ast.Name(key, pos), roles, dict(entry.get("properties", {})), pos))
+    if issues:
+        raise PolicySetError(issues)
+    return records
+
+
+def _entry_problem(key: str, entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return f"{key}: the value must be an object with \"roles\" and/or \"properties\""
+    unknown = set(entry) - {"roles", "properties"}
+    if unknown:
+        return f"{key}: unknown field(s) {', '.join(sorted(unknown))} (only roles, properties)"
+    roles = entry.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        return f"{key}: \"roles\" must be a list of role names"
+    if not isinstance(entry.get("properties", {}), dict):
+        return f"{key}: \"properties\" must be an object"
+    return None
+
+
+def _key_pos(path: str, text: str, key: str) -> ast.Pos:
+    offset = text.find(json.dumps(key))
+    if offset < 0:
+        return ast.Pos(path, 1, 1)
+    line = text.count("\n", 0, offset) + 1
+    return ast.Pos(path, line, offset - (text.rfind("\n", 0, offset) + 1) + 1)
