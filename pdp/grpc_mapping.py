@@ -1,0 +1,159 @@
+"""pdp.v1 messages <-> the engine's Request and Decision, with input validation.
+
+This is the gRPC hot path, so it stays lean: a Struct is converted only when
+it has fields, by a direct walk (json_format.MessageToDict is several times
+slower), and a reason's message is built once per distinct reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from pdp.config import LimitsConfig
+from pdp.model import EMPTY, Decision, Effect, Reason, Request
+from pdp.service import Outcome
+from pdp.v1 import decision_pb2 as pb
+
+INVALID_RULE = "pdp.invalid-request"
+
+
+class InvalidRequest(ValueError):
+    """Input that cannot be decided; the message starts with the field's path."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+    def within(self, prefix: str) -> InvalidRequest:
+        return InvalidRequest(f"{prefix}.{self.field}", self.problem)
+
+
+def to_request(msg: pb.CheckRequest, limits: LimitsConfig) -> Request:
+    """Validate a CheckRequest and turn it into the engine's Request."""
+    if not msg.HasField("subject"):
+        raise InvalidRequest("subject", "is required")
+    if not msg.HasField("action"):
+        raise InvalidRequest("action", "is required")
+    if not msg.HasField("resource"):
+        raise InvalidRequest("resource", "is required")
+    subject, action, resource = msg.subject, msg.action, msg.resource
+    _text("subject.type", subject.type, limits.max_type_length)
+    _text("subject.id", subject.id, limits.max_id_length)
+    if len(subject.token) > limits.max_token_length:
+        raise InvalidRequest("subject.token", f"longer than {limits.max_token_length} characters")
+    _text("action.name", action.name, limits.max_action_length)
+    _text("resource.type", resource.type, limits.max_type_length)
+    _text("resource.id", resource.id, limits.max_id_length)
+    subject_props = _properties("subject.properties", subject, limits)
+    return Request(
+        subject_type=subject.type,
+        subject_id=subject.id,
+        action=action.name,
+        resource_type=resource.type,
+        resource_id=resource.id,
+        subject_properties=subject_props,
+        resource_properties=_properties("resource.properties", resource, limits),
+        action_properties=_properties("action.properties", action, limits),
+        context=_properties("context", msg, limits, "context"),
+        roles=_roles(subject_props),
+    )
+
+
+def _text(field: str, value: str, limit: int) -> None:
+    if not value:
+        raise InvalidRequest(field, "must not be empty")
+    if len(value) > limit:
+        raise InvalidRequest(field, f"longer than {limit} characters")
+
+
+def _properties(
+    field: str, owner: Any, limits: LimitsConfig, name: str = "properties"
+) -> Mapping[str, Any]:
+    struct: struct_pb2.Struct = getattr(owner, name)
+    if not struct.fields:  # also true when unset: no conversion at all
+        return EMPTY
+    if struct.ByteSize() > limits.max_properties_bytes:
+        raise InvalidRequest(field, f"larger than {limits.max_properties_bytes} bytes")
+    return struct_to_dict(struct)
+
+
+def _roles(properties: Mapping[str, Any]) -> frozenset[str]:
+    roles = properties.get("roles")
+    if roles is None:
+        return frozenset()
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise InvalidRequest("subject.properties.roles", "must be a list of strings")
+    return frozenset(roles)
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: _value(value) for key, value in struct.fields.items()}
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        # JSON has one number type; integral values compare as the ints a policy writes.
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value(v) for v in value.list_value.values]
+    return None
+
+
+_EFFECTS = {Effect.ALLOW: pb.EFFECT_ALLOW, Effect.DENY: pb.EFFECT_DENY}
+
+
+@functools.lru_cache(maxsize=4096)
+def _reason(reason: Reason) -> pb.Reason:
+    # Shared and never mutated: assigning it into a response copies it.
+    return pb.Reason(
+        rule=reason.rule, effect=_EFFECTS[reason.effect], text=reason.text,
+        file=reason.file, line=max(reason.line, 0),
+    )
+
+
+def to_response(outcome: Outcome) -> pb.CheckResponse:
+    d = outcome.decision
+    return pb.CheckResponse(
+        decision=pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY,
+        allowed=d.allowed,
+        reasons=[_reason(r) for r in d.reasons],
+        policy_version=d.policy_version,
+        decision_id=outcome.decision_id,
+        cached=outcome.cached,
+        roles=sorted(d.roles),
+    )
+
+
+def invalid_response(error: InvalidRequest, decision_id: str, policy_version: str) -> pb.CheckResponse:
+    """The DENY a batch entry gets when it cannot be decided."""
+    return pb.CheckResponse(
+        decision=pb.DECISION_DENY,
+        allowed=False,
+        reasons=[pb.Reason(rule=INVALID_RULE, effect=pb.EFFECT_DENY, text=str(error))],
+        policy_version=policy_version,
+        decision_id=decision_id,
+        error=pb.Error(code="INVALID_ARGUMENT", message=str(error)),
+    )
+
+
+def from_response(msg: pb.CheckResponse) -> Decision:
+    """A CheckResponse as the engine's Decision (for clients and tests)."""
+    effects = {pb.EFFECT_ALLOW: Effect.ALLOW, pb.EFFECT_DENY: Effect.DENY}
+    reasons = tuple(
+        Reason(r.rule, effects.get(r.effect, Effect.DENY), r.text, r.file, r.line)
+        for r in msg.reasons
+    )
+    return Decision(msg.decision == pb.DECISION_ALLOW, reasons, msg.policy_version, frozenset(msg.roles))

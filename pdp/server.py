@@ -1,0 +1,279 @@
+"""The gRPC server: decision and admin services, health, reflection, and its lifecycle.
+
+`run` serves one worker process until SIGTERM/SIGINT: it listens first
+(health NOT_SERVING), loads the policy (then SERVING), reloads on file
+changes and SIGHUP, and on shutdown stops accepting and lets the calls in
+flight finish. `build_service` is the one place the decision path is
+assembled (cache, audit and identity plug in there).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from collections.abc import Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pdp.config import Config
+from pdp.grpc_mapping import InvalidRequest, invalid_response, to_request, to_response
+from pdp.logs import fields
+from pdp.model import Request, deny_because
+from pdp.reload import PolicyReloader, ReloadResult
+from pdp.service import CallMeta, DecisionService, Outcome, PolicyHolder
+from pdp.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
+
+log = logging.getLogger("pdp.server")
+
+DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+_NO_AUDIT_META = CallMeta("grpc")
+
+
+class DecisionServicer:
+    """pdp.v1.DecisionService."""
+
+    def __init__(self, service: DecisionService, config: Config) -> None:
+        self._service = service
+        self._limits = config.limits
+
+    def Check(self, request: decision_pb2.CheckRequest, context: grpc.ServicerContext) -> Any:
+        try:
+            req = to_request(request, self._limits)
+        except InvalidRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            return to_response(self._service.check(req, self._meta(context)))
+        except Exception:  # fail closed, keep serving
+            log.exception("check failed")
+            return _internal_error()
+
+    def BatchCheck(
+        self, request: decision_pb2.BatchCheckRequest, context: grpc.ServicerContext
+    ) -> Any:
+        entries = request.requests
+        if len(entries) > self._limits.max_batch:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"requests: {len(entries)} entries, more than the maximum of {self._limits.max_batch}",
+            )
+        try:
+            return decision_pb2.BatchCheckResponse(responses=self._batch(entries, context))
+        except Exception:
+            log.exception("batch check failed")
+            return decision_pb2.BatchCheckResponse(responses=[_internal_error() for _ in entries])
+
+    def _batch(self, entries: Sequence[Any], context: grpc.ServicerContext) -> list[Any]:
+        valid: list[Request] = []
+        invalid: dict[int, InvalidRequest] = {}
+        for i, entry in enumerate(entries):
+            try:
+                valid.append(to_request(entry, self._limits))
+            except InvalidRequest as exc:
+                invalid[i] = exc.within(f"requests[{i}]")
+        outcomes = iter(self._service.check_many(valid, self._meta(context)))
+        if not invalid:
+            return [to_response(o) for o in outcomes]
+        policy = self._service.holder.current
+        version = policy.version if policy else ""
+        return [
+            invalid_response(invalid[i], uuid.uuid4().hex, version) if i in invalid
+            else to_response(next(outcomes))
+            for i in range(len(entries))
+        ]
+
+    def _meta(self, context: grpc.ServicerContext) -> CallMeta:
+        if self._service.audit is None:  # nobody reads it: skip the metadata walk
+            return _NO_AUDIT_META
+        return call_meta(context)
+
+
+def call_meta(context: grpc.ServicerContext) -> CallMeta:
+    """The caller (TLS peer identity) and request id (x-request-id) of a call."""
+    request_id = next((v for k, v in context.invocation_metadata() if k == "x-request-id"), None)
+    identities = context.peer_identities()
+    caller = identities[0].decode() if identities else None
+    return CallMeta("grpc", caller=caller, request_id=request_id)
+
+
+def _internal_error() -> Any:
+    return to_response(Outcome(deny_because("internal error", ""), uuid.uuid4().hex, False, 0.0))
+
+
+class AdminServicer:
+    """pdp.v1.AdminService."""
+
+    def __init__(self, reloader: PolicyReloader) -> None:
+        self._reloader = reloader
+
+    def PolicyInfo(self, request: admin_pb2.PolicyInfoRequest, context: grpc.ServicerContext) -> Any:
+        return policy_info(self._reloader.holder)
+
+    def Reload(self, request: admin_pb2.ReloadRequest, context: grpc.ServicerContext) -> Any:
+        result = self._reloader.reload("admin rpc")
+        info = policy_info(self._reloader.holder)
+        return admin_pb2.ReloadResponse(
+            ok=result.ok, changed=result.changed, info=info,
+            error=None if result.ok else _reload_error(result),
+        )
+
+
+def policy_info(holder: PolicyHolder) -> Any:
+    info = admin_pb2.PolicyInfoResponse()
+    policy = holder.current
+    if policy is not None:
+        summary = policy.summary()
+        info.version = policy.version
+        info.source_dir = str(policy.source_dir)
+        for key in ("files", "roles", "rules", "grants", "subjects", "tests"):
+            setattr(info, key, int(summary.get(key, 0)))
+        if holder.loaded_at is not None:
+            info.loaded_at.CopyFrom(_timestamp(holder.loaded_at))
+    if holder.last_error is not None:
+        info.last_error.CopyFrom(_error(holder.last_error, holder.last_issues, holder.failed_at))
+    return info
+
+
+def _reload_error(result: ReloadResult) -> Any:
+    return _error(result.error or "", result.issues, None)
+
+
+def _error(message: str, issues: Sequence[Any], at: float | None) -> Any:
+    error = admin_pb2.ReloadError(
+        message=message,
+        issues=[
+            admin_pb2.PolicyIssue(file=i.file, line=max(i.line, 0), column=max(i.column, 0),
+                                  message=i.message)
+            for i in issues
+        ],
+    )
+    if at is not None:
+        error.at.CopyFrom(_timestamp(at))
+    return error
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def build_service(config: Config, holder: PolicyHolder) -> DecisionService:
+    """The decision path for this process; the cache, audit and identity plug in here."""
+    return DecisionService(holder)
+
+
+@dataclass(slots=True)
+class Server:
+    """One running gRPC server and the parts its lifecycle needs."""
+
+    grpc_server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    reloader: PolicyReloader
+    service: DecisionService
+
+    def mark_serving(self) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", DECISION_SERVICE, ADMIN_SERVICE):
+            self.health.set(name, status)
+
+    def stop(self, grace_seconds: float) -> None:
+        """Stop accepting; wait up to the grace period for the calls in flight."""
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(grace_seconds).wait()
+
+
+def build_server(
+    config: Config,
+    holder: PolicyHolder | None = None,
+    reuse_port: bool = False,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+) -> Server:
+    """Create and bind (not start) the server; health is NOT_SERVING until a policy loads."""
+    holder = holder or PolicyHolder()
+    service = build_service(config, holder)
+    reloader = PolicyReloader(holder, Path(config.policy.dir))
+    options = [
+        ("grpc.max_receive_message_length", config.server.max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ]
+    grpc_server = grpc.server(
+        futures.ThreadPoolExecutor(config.server.threads, thread_name_prefix="pdp-rpc"),
+        handlers=list(extra_handlers),
+        options=options,
+    )
+    decision_pb2_grpc.add_DecisionServiceServicer_to_server(
+        DecisionServicer(service, config), grpc_server
+    )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), grpc_server)
+    health_servicer = health.HealthServicer()
+    for name in ("", DECISION_SERVICE, ADMIN_SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    if config.server.reflection:
+        names = (DECISION_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, grpc_server)
+    port = _bind(grpc_server, config)
+    server = Server(grpc_server, port, health_servicer, reloader, service)
+    reloader.on_loaded = lambda _policy: server.mark_serving()
+    return server
+
+
+def _bind(grpc_server: grpc.Server, config: Config) -> int:
+    address, tls = config.server.listen, config.server.tls
+    if tls.cert_file and tls.key_file:
+        ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+        credentials = grpc.ssl_server_credentials(
+            [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+            root_certificates=ca, require_client_auth=ca is not None,
+        )
+        port = grpc_server.add_secure_port(address, credentials)
+    else:
+        port = grpc_server.add_insecure_port(address)
+    return int(port)
+
+
+def run(config: Config, reuse_port: bool = False) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
+    try:
+        server = build_server(config, reuse_port=reuse_port)
+    except (RuntimeError, OSError) as exc:
+        log.error("cannot listen", extra=fields(listen=config.server.listen, error=str(exc)))
+        return 1
+    stop = threading.Event()
+    _install_signal_handlers(stop, server.reloader)
+    server.grpc_server.start()
+    log.info("listening", extra=fields(
+        listen=config.server.listen, port=server.port, tls=bool(config.server.tls.cert_file),
+        policies=config.policy.dir,
+    ))
+    server.reloader.reload("startup")
+    watcher = server.reloader.watch(config.policy.debounce_ms) if config.policy.watch else None
+    while not stop.wait(1.0):
+        pass
+    log.info("shutting down", extra=fields(grace_seconds=config.server.grace_seconds))
+    server.stop(config.server.grace_seconds)
+    if watcher is not None:
+        watcher.stop()
+    log.info("stopped")
+    return 0
+
+
+def _install_signal_handlers(stop: threading.Event, reloader: PolicyReloader) -> None:
+    def on_stop(signum: int, _frame: object) -> None:
+        log.info("signal received", extra=fields(signal=signal.Signals(signum).name))
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, lambda _s, _f: reloader.reload_in_background("SIGHUP"))

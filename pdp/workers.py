@@ -1,0 +1,101 @@
+"""`--workers N`: N server processes on one port, so that every core serves.
+
+Each worker is a full server (`pdp.server.run`) bound with SO_REUSEPORT; the
+kernel spreads connections across them. This parent only supervises: it
+forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to the workers,
+restarts a worker that dies, and exits 0 once all have stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from multiprocessing.process import BaseProcess
+
+from pdp import logs
+from pdp.config import Config
+from pdp.logs import fields
+
+log = logging.getLogger("pdp.workers")
+
+RESTART_DELAY_S = 1.0
+
+
+def supervise(config: Config, count: int) -> int:
+    problem = _check_address(config.server.listen)
+    if problem:
+        log.error("cannot start workers", extra=fields(listen=config.server.listen, error=problem))
+        return 1
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that has gRPC loaded
+    procs: list[BaseProcess] = [_start(ctx, config, i) for i in range(count)]
+    stop = threading.Event()
+    _install_signal_handlers(stop, procs)
+    log.info("workers started", extra=fields(workers=count, pids=[p.pid for p in procs]))
+    while not stop.wait(0.5):
+        for i, proc in enumerate(procs):
+            if proc.exitcode is not None and not stop.is_set():
+                log.error("worker died; restarting", extra=fields(worker=i, exitcode=proc.exitcode))
+                time.sleep(RESTART_DELAY_S)
+                procs[i] = _start(ctx, config, i)
+    return _stop_all(procs, config.server.grace_seconds)
+
+
+def _start(ctx: multiprocessing.context.SpawnContext, config: Config, index: int) -> BaseProcess:
+    proc = ctx.Process(target=_worker_main, args=(config, index), name=f"pdp-worker-{index}")
+    proc.start()
+    return proc
+
+
+def _worker_main(config: Config, index: int) -> None:
+    from pdp import server  # imported in the child only
+
+    logs.configure(config.log.level, config.log.format)
+    raise SystemExit(server.run(config, reuse_port=True))
+
+
+def _install_signal_handlers(stop: threading.Event, procs: list[BaseProcess]) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signum)
+
+    def on_stop(signum: int, frame: object) -> None:
+        stop.set()
+        forward(signal.SIGTERM, frame)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, forward)
+
+
+def _stop_all(procs: list[BaseProcess], grace_seconds: float) -> int:
+    deadline = time.monotonic() + grace_seconds + 5
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.exitcode is None:
+            log.error("worker did not stop in time; killing it", extra=fields(pid=proc.pid))
+            proc.kill()
+            proc.join()
+    codes = [p.exitcode for p in procs]
+    log.info("workers stopped", extra=fields(exitcodes=codes))
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _check_address(listen: str) -> str | None:
+    """Workers need a fixed port that nobody else holds (SO_REUSEPORT would share it)."""
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not port_text.isdigit() or int(port_text) == 0:
+        return "--workers above 1 needs a fixed port in --listen"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, int(port_text)))
+        except OSError as exc:
+            return f"cannot bind {listen}: {exc.strerror}"
+    return None
