@@ -12,6 +12,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "pdp.cli.policy",
     "pdp.cli.serve",
+    "pdp.cli.audit",
 )
 
 

@@ -1,0 +1,206 @@
+"""Where audit records go: stdout, a size-rotated JSON-lines file, a Redis Stream.
+
+A sink writes one batch of JSON lines per call and raises when it cannot.
+`GuardedSink` wraps each one so that a failure is counted, logged once when
+the sink starts failing and once when it recovers, and never propagates:
+records that reach a failing sink are lost and counted, and a failing sink
+is retried at most once a second so a dead Redis does not hold the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Protocol, TextIO
+
+import redis
+
+from pdp import metrics
+from pdp.audit.tally import Tally
+
+log = logging.getLogger("pdp.audit")
+
+
+class Sink(Protocol):
+    name: str
+
+    def write(self, lines: Sequence[str]) -> None: ...
+    def close(self) -> None: ...
+
+
+class StdoutSink:
+    name = "stdout"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    def write(self, lines: Sequence[str]) -> None:
+        stream = self._stream or sys.stdout  # looked up late: tests and daemons swap stdout
+        stream.write("\n".join(lines) + "\n")
+        stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class RotatingFileSink:
+    """JSON lines; past `max_bytes` the file becomes NAME.1 (NAME.1 -> NAME.2 ...),
+    keeping `backups` old files. Flushed once per batch, not fsynced."""
+
+    def __init__(self, path: str | Path, max_bytes: int, backups: int) -> None:
+        self.path = Path(path)
+        self.name = f"file:{self.path}"
+        self._max = max_bytes
+        self._backups = backups
+        self._file: BinaryIO | None = None
+        self._size = 0
+
+    def write(self, lines: Sequence[str]) -> None:
+        buf = bytearray()
+        for line in lines:
+            data = line.encode() + b"\n"
+            if self._current_size() + len(buf) + len(data) > self._max and (self._size or buf):
+                self._append(buf)
+                buf.clear()
+                self._rotate()
+            buf += data
+        self._append(buf)
+
+    def _current_size(self) -> int:
+        if self._file is None:
+            self._open()
+        return self._size
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
+        self._size = os.fstat(self._file.fileno()).st_size
+
+    def _append(self, data: bytes | bytearray) -> None:
+        if not data:
+            return
+        if self._file is None:
+            self._open()
+        assert self._file is not None
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError:
+            self.close()  # reopen (and re-measure) on the next batch
+            raise
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        self.close()
+        if self._backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        for index in range(self._backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+
+
+class RedisStreamSink:
+    """XADD per record, pipelined per batch, trimmed with MAXLEN ~ so the stream
+    stays bounded. Each entry has one field, `record`, holding the JSON."""
+
+    name = "redis"
+
+    def __init__(self, url: str, stream: str, maxlen: int, timeout_s: float = 1.0) -> None:
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._stream = stream
+        self._maxlen = maxlen
+
+    def write(self, lines: Sequence[str]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for line in lines:
+            pipe.xadd(self._stream, {"record": line}, maxlen=self._maxlen, approximate=True)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            metrics.redis_fault("audit")
+            raise
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class GuardedSink:
+    """A sink that never raises: it counts, logs state changes and backs off."""
+
+    def __init__(self, sink: Sink, retry_s: float = 1.0) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.written = Tally()
+        self.lost = Tally()
+        self.failures = Tally()
+        self.last_error: str | None = None
+        self._retry_s = retry_s
+        self._retry_at = 0.0
+        self._failing = False
+        metrics.audit_sink_up(self.name, True)
+
+    @property
+    def healthy(self) -> bool:
+        return not self._failing
+
+    def write(self, lines: Sequence[str]) -> None:
+        now = time.monotonic()
+        if self._failing and now < self._retry_at:
+            self._lose(len(lines))
+            return
+        try:
+            self.sink.write(lines)
+        except Exception as exc:  # any sink error is contained here, never raised to a Check
+            self._fail(exc, now)
+            self._lose(len(lines))
+            return
+        self.written.add(len(lines))
+        metrics.audit_sink_result(self.name, len(lines), 0)
+        if self._failing:
+            self._failing = False
+            metrics.audit_sink_up(self.name, True)
+            log.warning("audit sink %s recovered; %d record(s) lost so far",
+                        self.name, self.lost.value)
+
+    def _fail(self, exc: Exception, now: float) -> None:
+        self.failures.add()
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._retry_at = now + self._retry_s
+        if not self._failing:
+            self._failing = True
+            metrics.audit_sink_up(self.name, False)
+            log.warning("audit sink %s failing: %s", self.name, self.last_error)
+
+    def _lose(self, count: int) -> None:
+        self.lost.add(count)
+        metrics.audit_sink_result(self.name, 0, count)
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        except Exception as exc:  # closing a broken sink must not stop shutdown
+            log.warning("audit sink %s did not close cleanly: %s", self.name, exc)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "healthy": self.healthy,
+            "written": self.written.value,
+            "lost": self.lost.value,
+            "failures": self.failures.value,
+            "last_error": self.last_error,
+        }

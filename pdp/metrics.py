@@ -1,0 +1,124 @@
+"""Prometheus metrics for the whole service, and the helpers that update them.
+
+Every module that has something to count calls a helper here rather than
+touching prometheus-client itself, so metric names and labels live in one
+place. The helpers are cheap enough for the decision path (a cached child
+lookup and a locked add). `start_metrics_server` serves them over HTTP.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+# Decisions take microseconds when cached and up to milliseconds otherwise.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)
+
+DECISIONS = Counter("pdp_decisions", "Decisions made, by effect and front end.",
+                    ["effect", "frontend"])
+DECISION_LATENCY = Histogram("pdp_decision_latency_seconds",
+                             "Time to decide, cache lookups included.", ["frontend"],
+                             buckets=LATENCY_BUCKETS)
+CACHE_LOOKUPS = Counter("pdp_cache_lookups", "Decision cache lookups by level and result.",
+                        ["level", "result"])
+REDIS_FAULTS = Counter("pdp_redis_faults", "Redis errors and timeouts, by component.",
+                       ["component"])
+AUDIT_QUEUE_DEPTH = Gauge("pdp_audit_queue_depth", "Audit records waiting for the writer.")
+AUDIT_DROPPED = Counter("pdp_audit_dropped", "Audit records not written, by reason.", ["reason"])
+AUDIT_SAMPLED_OUT = Counter("pdp_audit_sampled_out",
+                            "Decisions not recorded because of sampling, by decision.",
+                            ["decision"])
+AUDIT_RECORDS = Counter("pdp_audit_records", "Audit records handed to a sink, by result.",
+                        ["sink", "result"])
+AUDIT_SINK_UP = Gauge("pdp_audit_sink_up", "1 while an audit sink is writing, 0 while failing.",
+                      ["sink"])
+RELOADS = Counter("pdp_policy_reloads", "Policy reloads by result.", ["result"])
+POLICY = Info("pdp_policy", "The policy version being served and where it came from.")
+JWT_FAILURES = Counter("pdp_jwt_failures", "Bearer tokens rejected, by reason.", ["reason"])
+
+_decision_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+
+def observe_decision(effect: str, frontend: str, latency_s: float) -> None:
+    """Count one decision (effect "allow"/"deny") and its latency."""
+    key = (effect, frontend)
+    children = _decision_children.get(key)
+    if children is None:
+        children = (DECISIONS.labels(effect, frontend), DECISION_LATENCY.labels(frontend))
+        _decision_children[key] = children
+    children[0].inc()
+    children[1].observe(latency_s)
+
+
+def cache_lookup(level: str, hit: bool) -> None:
+    """One decision cache lookup at `level` ("l1" in process, "l2" Redis)."""
+    CACHE_LOOKUPS.labels(level, "hit" if hit else "miss").inc()
+
+
+def redis_fault(component: str) -> None:
+    """A Redis call failed or timed out in `component` ("cache", "bundle", "audit")."""
+    REDIS_FAULTS.labels(component).inc()
+
+
+def audit_dropped(reason: str, count: int = 1) -> None:
+    AUDIT_DROPPED.labels(reason).inc(count)
+
+
+def audit_sampled_out(decision: str) -> None:
+    AUDIT_SAMPLED_OUT.labels(decision).inc()
+
+
+def audit_sink_result(sink: str, written: int, failed: int) -> None:
+    if written:
+        AUDIT_RECORDS.labels(sink, "written").inc(written)
+    if failed:
+        AUDIT_RECORDS.labels(sink, "failed").inc(failed)
+
+
+def audit_sink_up(sink: str, up: bool) -> None:
+    AUDIT_SINK_UP.labels(sink).set(1 if up else 0)
+
+
+def audit_queue_depth(read: Callable[[], float]) -> None:
+    """Report the audit queue depth by calling `read` at each scrape."""
+    AUDIT_QUEUE_DEPTH.set_function(read)
+
+
+def reload(success: bool) -> None:
+    RELOADS.labels("success" if success else "failure").inc()
+
+
+def policy_loaded(version: str, source: Mapping[str, str] | None = None) -> None:
+    """Publish the version now served (and its source: git commit, publisher...)."""
+    POLICY.info({"version": version, **(source or {})})
+
+
+def jwt_failure(reason: str) -> None:
+    JWT_FAILURES.labels(reason).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsServer:
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_metrics_server(host: str, port: int) -> MetricsServer:
+    """Serve /metrics on host:port (port 0 picks a free one) from a daemon thread."""
+    server, thread = start_http_server(port, addr=host)
+    return MetricsServer(server, thread)
