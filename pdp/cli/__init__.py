@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "pdp.cli.policy",
     "pdp.cli.serve",
     "pdp.cli.audit",
+    "pdp.cli.identity",
 )
 
 
