@@ -45,14 +45,15 @@ def compile_policy(
     version: str,
     source_dir: str = "",
     known_issues: Iterable[PolicyIssue] = (),
+    unparsed_policy_files: bool = False,
 ) -> CompiledPolicy:
-    """Compile a whole set. `known_issues` (e.g. syntax errors of other files)
-    are reported with the rest; while there are any, undefined roles are not
-    reported, since the broken file may define them."""
+    """Compile a whole set. `known_issues` (e.g. syntax errors of some files)
+    are reported with the rest. With `unparsed_policy_files`, undefined roles
+    are not reported: the broken file may define them."""
     files = list(files)
     issues = _Issues()
     issues.items.extend(known_issues)
-    tolerate_undefined = bool(issues.items)
+    tolerate_undefined = unparsed_policy_files
     roles = _compile_roles(files, issues, tolerate_undefined)
     rules = _compile_rules(files, issues)
     grants = _compile_grants(files, roles, issues, tolerate_undefined)

@@ -88,9 +88,9 @@ def _default_deny(policy: CompiledPolicy, request: Request, roles: frozenset[str
 
 
 def _missing_attributes(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> list[str]:
-    """Attributes that conditions of otherwise matching rules read but the request lacked."""
+    """Attributes that conditions of otherwise matching allow rules read but the request lacked."""
     rules = policy.rules_for(roles, request.action, request.resource_type, request.resource_id)
-    reads = frozenset().union(*(r.reads for r in rules if r.condition is not None))
+    reads = frozenset().union(*(r.reads for r in rules if r.condition is not None and not r.is_deny))
     if not reads:
         return []
     return missing_paths(reads, facts_for(policy, request, roles))

@@ -81,7 +81,12 @@ def compile_sources(sources: list[SourceFile], source_dir: str = "") -> Compiled
         except PolicySetError as err:
             issues.extend(err.errors)
     return compile_policy(
-        files, subjects, version=version_of(sources), source_dir=source_dir, known_issues=issues
+        files,
+        subjects,
+        version=version_of(sources),
+        source_dir=source_dir,
+        known_issues=issues,
+        unparsed_policy_files=any(i.file.endswith(POLICY_SUFFIX) for i in issues),
     )
 
 

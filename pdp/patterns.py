@@ -93,6 +93,8 @@ def parse_concrete(text: str) -> tuple[str, str]:
 def compile_glob(text: str) -> IdMatcher:
     """A pattern over a whole string (for `matches`): TYPE:ID when it has a
     type, else the `*`/`**` rules over the value as it is."""
+    if "***" in text:
+        raise PatternError(f"pattern {text!r}: '***' is ambiguous; use '*' or '**'")
     if text == ANY or ":" in text:
         pattern = compile_pattern(text)
         if pattern.type == ANY:
