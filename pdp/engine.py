@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pdp.conditions import Facts, missing_paths
+from pdp.ast import Pos
+from pdp.conditions import Facts, compile_path, missing_paths
 from pdp.model import Decision, Effect, Reason, Request
 from pdp.policy import CompiledPolicy, CompiledRule
 
 DEFAULT_DENY_RULE = "default-deny"
+_NOWHERE = Pos("", 0, 0)
 
 
 def decide(policy: CompiledPolicy, request: Request) -> Decision:
@@ -42,6 +44,45 @@ def decide(policy: CompiledPolicy, request: Request) -> Decision:
     if allows:
         return Decision(True, _reasons(allows), policy.version, roles)
     return Decision(False, (_default_deny(policy, request, roles),), policy.version, roles)
+
+
+def decision_key(policy: CompiledPolicy, request: Request) -> tuple[Any, ...]:
+    """A hashable key for caching `decide(policy, request)`: the policy version
+    and exactly the inputs the decision can depend on. Attributes that no
+    applicable rule reads are left out, so requests that differ only in them
+    share a key."""
+    roles = policy.subject_roles(request.subject_type, request.subject_id)
+    if request.roles:
+        roles = policy.close(roles | request.roles)
+    reads = policy.reads_for(roles, request.action, request.resource_type)
+    values: tuple[Any, ...] = ()
+    if reads:
+        facts = facts_for(policy, request, roles)
+        values = tuple(_hashable(_reader(path)(facts)) for path in reads)
+    return (
+        policy.version, request.subject_type, request.subject_id, request.roles,
+        request.action, request.resource_type, request.resource_id, reads, values,
+    )
+
+
+_READERS: dict[str, Any] = {}
+
+
+def _reader(path: str) -> Any:
+    reader = _READERS.get(path)
+    if reader is None:
+        reader = _READERS[path] = compile_path(path, _NOWHERE)
+    return reader
+
+
+def _hashable(value: Any) -> Any:
+    """A value that compares like the original and hashes (lists, objects, kinds kept)."""
+    if isinstance(value, Mapping):
+        return ("object", tuple(sorted((k, _hashable(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple, frozenset)):
+        items = sorted(value) if isinstance(value, frozenset) else value
+        return ("list", tuple(_hashable(v) for v in items))
+    return (type(value).__name__, value)
 
 
 def facts_for(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> Facts:

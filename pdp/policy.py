@@ -114,6 +114,7 @@ class CompiledPolicy:
     _plan_memo: dict[tuple[frozenset[str], str, str], tuple[RuleBucket, ...]] = field(
         default_factory=dict
     )
+    _reads_memo: dict[tuple[frozenset[str], str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -178,6 +179,20 @@ class CompiledPolicy:
             )
             _remember(self._plan_memo, key, plan)
         return plan
+
+    def reads_for(self, roles: frozenset[str], action: str, resource_type: str) -> tuple[str, ...]:
+        """Every attribute path that a decision for these roles, action and type may read."""
+        key = (roles, action, resource_type)
+        reads = self._reads_memo.get(key)
+        if reads is None:
+            found: set[str] = set()
+            for bucket in self.plan(roles, action, resource_type):
+                for rules in (*bucket.exact.values(), *bucket.by_segment.values(), bucket.general):
+                    for rule in rules:
+                        found |= rule.reads
+            reads = tuple(sorted(found))
+            _remember(self._reads_memo, key, reads)
+        return reads
 
     def rules_for(self, roles: frozenset[str], action: str, type_: str, id_: str) -> list[CompiledRule]:
         """Every rule whose role, action and pattern fit (conditions not evaluated)."""

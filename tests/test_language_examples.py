@@ -175,7 +175,8 @@ def test_deny_overrides_allow_and_lists_every_deny(tmp_path: Path) -> None:
 
 
 def test_allow_lists_every_allow_rule_that_applied(tmp_path: Path) -> None:
-    policy = load(tmp_path, {"p.policy": "allow read on doc:** as one\nallow read, write on doc:a/** as two\n"})
+    text = "allow read on doc:** as one\nallow read, write on doc:a/** as two\n"
+    policy = load(tmp_path, {"p.policy": text})
     decision = ask(policy, "user:u", "read", "doc:a/1")
     assert decision.allowed
     assert [r.rule for r in decision.reasons] == ["one", "two"]
@@ -289,8 +290,9 @@ def conditions(tmp_path: Path):
 
 
 def test_ownership_condition(conditions) -> None:
-    assert allowed(conditions, "user:alice", "delete", "document:drafts/1", resource_props={"owner": "alice"})
-    assert not allowed(conditions, "user:alice", "delete", "document:drafts/1", resource_props={"owner": "bob"})
+    draft = ("user:alice", "delete", "document:drafts/1")
+    assert allowed(conditions, *draft, resource_props={"owner": "alice"})
+    assert not allowed(conditions, *draft, resource_props={"owner": "bob"})
 
 
 def test_membership_and_not(conditions) -> None:
