@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.tree import Meta
 
@@ -288,5 +288,3 @@ def _with_role(rule: ast.RuleDecl, role: str) -> ast.RuleDecl:
         role, rule.pos,
     )
 
-
-__all__ = ["Tree", "parse_policy", "syntax_issue"]

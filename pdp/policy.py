@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdp import ast
 from pdp.conditions import Predicate
-from pdp.model import Effect, Reason
+from pdp.model import Effect, Reason, Request
 from pdp.patterns import Pattern
 
 ANY = "*"
@@ -81,7 +80,7 @@ class TestCase:
     subject: str
     action: str
     resource: str
-    request: Any  # pdp.model.Request (Any to keep this module free of a cycle)
+    request: Request
     file: str
     line: int
 
@@ -212,5 +211,3 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
         memo.clear()  # crude but bounded; the memo is rebuilt from hot keys
     memo[key] = value
 
-
-__all__ = ["ast"]
