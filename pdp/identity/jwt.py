@@ -107,11 +107,12 @@ class TokenVerifier:
 
     def _verify_fully(self, token: str) -> tuple[TokenIdentity, str | None, Key] | Rejection:
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One unverified parse picks the issuer; nothing from it is trusted yet.
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt_errors.PyJWTError:
             return Rejection.MALFORMED
-        iss, alg, kid = unverified.get("iss"), header.get("alg"), header.get("kid")
+        header, payload = unverified["header"], unverified["payload"]
+        iss, alg, kid = payload.get("iss"), header.get("alg"), header.get("kid")
         trusted = self.issuers.get(iss) if isinstance(iss, str) else None
         if trusted is None:
             return self._reject(Rejection.UNKNOWN_ISSUER, iss, kid)
