@@ -399,6 +399,16 @@ def test_jwks_url_unreachable_is_unknown_key(k1: SigningKey) -> None:
     assert verifier.verify(k1.sign(claims())) is Rejection.UNKNOWN_KEY
 
 
+def test_jwks_url_serving_garbage_is_unknown_key(
+    jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
+) -> None:
+    url, handler = jwks_server
+    handler.body = b"<html>not a key set</html>"
+    verifier = TokenVerifier(IdentityConfig(issuers=(
+        IssuerConfig(ISSUER, (AUDIENCE,), jwks_url=url),)))
+    assert verifier.verify(k1.sign(claims())) is Rejection.UNKNOWN_KEY
+
+
 # ---- other key sources ----
 
 
@@ -575,3 +585,15 @@ subject_type = "machine"
 def test_unsafe_configuration_is_refused(tmp_path: Path, bad: dict[str, Any]) -> None:
     with pytest.raises(IdentityConfigError):
         IdentityConfig.from_mapping(json.loads(json.dumps(bad)), tmp_path)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1800000000", 1800000000.0),
+    ("2027-01-15T08:00:00Z", 1800000000.0),
+    ("2027-01-15T08:00:00", 1800000000.0),
+    ("2027-01-15T09:00:00+01:00", 1800000000.0),
+])
+def test_revoke_until_accepts_unix_seconds_and_iso_8601(text: str, expected: float) -> None:
+    from pdp.cli.identity import parse_until
+
+    assert parse_until(text) == expected

@@ -76,6 +76,13 @@ class TokenVerifier:
     def verify(self, token: str) -> TokenIdentity | Rejection:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             return Rejection.MALFORMED
+        try:
+            return self._verify(token)
+        except Exception as exc:  # fail closed; the traceback could quote the token
+            log.error("token verification failed: %s", type(exc).__name__)
+            return Rejection.MALFORMED
+
+    def _verify(self, token: str) -> TokenIdentity | Rejection:
         digest = hashlib.sha256(token.encode()).digest()
         entry = self.cache.get(digest)
         if entry is not None and self._key_unchanged(entry.identity.issuer, entry.kid, entry.key):

@@ -122,7 +122,7 @@ class JwksUrlSource:
             return None
         try:
             key = self._client.get_signing_key(kid)
-        except PyJWTError as exc:
+        except (PyJWTError, ValueError, OSError) as exc:  # ValueError: a body that is not JSON
             log.warning("JWKS %s has no key for this kid: %s", self._url, type(exc).__name__)
             return None
         return None if key.key_type == "oct" else key
