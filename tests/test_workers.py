@@ -1,0 +1,52 @@
+"""`--workers N`: N processes share one port (SO_REUSEPORT); signals reach them all."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from conftest import free_port
+from grpc_support import PdpProcess, write_policies
+
+from pdp.client import PdpClient
+
+
+def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "p")
+    port = free_port()
+    args = ["--policies", str(folder), "--listen", f"127.0.0.1:{port}", "--workers", "2",
+            "--policy-watch", "false"]
+    with PdpProcess(args) as server:
+        listening = server.msg("listening", count=2)
+        assert {e["port"] for e in listening} == {port}
+        worker_pids = {e["pid"] for e in listening}
+        assert len(worker_pids) == 2
+        server.msg("policy loaded", count=2)
+
+        # Each worker loaded the policy itself, so its load time tells them apart.
+        # The kernel spreads new connections across the workers.
+        served_by: set[int] = set()
+        for _ in range(40):
+            with PdpClient(f"127.0.0.1:{port}") as client:
+                assert client.check("user:alice", "read", "document:a").allowed
+                info = client.policy_info()
+                served_by.add(info.loaded_at.seconds * 10**9 + info.loaded_at.nanos)
+            if len(served_by) == 2:
+                break
+        assert len(served_by) == 2
+
+        server.send(signal.SIGHUP)
+        reloads = server.wait_log(lambda e: e.get("trigger") == "SIGHUP", count=2)
+        assert {e["pid"] for e in reloads} == worker_pids
+
+        assert server.stop(signal.SIGTERM) == 0
+    assert {e["pid"] for e in server.logs if e["msg"] == "stopped"} == worker_pids
+    assert server.logs[-1]["msg"] == "workers stopped"
+
+
+def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "p")
+    args = ["--policies", str(folder), "--listen", "127.0.0.1:0", "--workers", "2"]
+    with PdpProcess(args) as server:
+        assert server.proc.wait(30) == 1
+    assert "fixed port" in server.msg("cannot start workers")[0]["error"]
