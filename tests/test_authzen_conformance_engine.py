@@ -1,6 +1,7 @@
 """AuthZEN interop conformance at the engine level: every evaluation and
 every batch of the shared Todo and API-gateway decision files, asked of
-decide() on the example policy sets, gives exactly the expected decision.
+decide() on the example policy sets (and of `pdp check --requests`), gives
+exactly the expected decision.
 
 The data lives outside the repo, in the shared `authzen` folder (CI has it):
 `$PDP_SHARED_DIR/authzen` (or `$PDP_SHARED_DIR` itself) when the variable is
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pdp.authzen import request_from_json
 from pdp.engine import decide
 from pdp.loader import load_policy_dir
 from pdp.model import Request
@@ -45,19 +49,8 @@ def load_cases(name: str) -> dict[str, Any]:
 
 
 def to_request(body: Mapping[str, Any]) -> Request:
-    """An AuthZEN evaluation body -> the engine's Request."""
-    subject, action, resource = body["subject"], body["action"], body["resource"]
-    return Request(
-        subject_type=subject["type"],
-        subject_id=subject["id"],
-        action=action["name"],
-        resource_type=resource["type"],
-        resource_id=resource["id"],
-        subject_properties=subject.get("properties", {}),
-        resource_properties=resource.get("properties", {}),
-        action_properties=action.get("properties", {}),
-        context=body.get("context", {}),
-    )
+    """The JSON front ends' own mapping, so the tests take the same path they do."""
+    return request_from_json(dict(body))
 
 
 def expand_batch(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -126,3 +119,29 @@ def test_batch_entries_override_the_defaults() -> None:
     assert (second.action, second.resource_id) == ("can_delete_todo", "1")
     assert (third.action, third.resource_id, dict(third.resource_properties)) == (
         "can_read_todos", "2", {"ownerID": "x"})
+
+
+def all_cases(data: Mapping[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """Every single evaluation, then every batch entry, with its expected decision."""
+    cases = [(c["request"], c["expected"]) for c in data["evaluation"]]
+    for batch in data.get("evaluations", []):
+        bodies = expand_batch(batch["request"])
+        cases += [(b, e["decision"]) for b, e in zip(bodies, batch["expected"], strict=True)]
+    return cases
+
+
+@pytest.mark.parametrize(("folder", "data"), [(TODO_POLICIES, TODO), (GATEWAY_POLICIES, GATEWAY)],
+                         ids=["todo", "gateway"])
+def test_cli_check_requests_gives_every_expected_decision(
+    folder: Path, data: Mapping[str, Any]
+) -> None:
+    cases = all_cases(data)
+    lines = "".join(json.dumps(body) + "\n" for body, _ in cases)
+    result = subprocess.run(
+        [sys.executable, "-m", "pdp", "check", str(folder), "--requests", "-"],
+        input=lines, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )
+    answers = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(answers) == len(cases), result.stderr
+    got = [answer["decision"] for answer in answers]
+    assert got == [expected for _, expected in cases]

@@ -15,6 +15,7 @@ import pytest
 from pdp.engine import decide
 from pdp.loader import load_policy_dir
 from pdp.model import Decision, Effect, Request
+from pdp.testing import run_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
@@ -67,6 +68,17 @@ def test_folder_test_blocks_pass(folder: Path) -> None:
     result = _pdp("test", str(folder))
     assert result.returncode == 0, result.stdout + result.stderr
     assert " 0 failed" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("folder", EXAMPLE_DIRS, ids=lambda p: p.name)
+def test_folder_test_blocks_pass_through_the_library(folder: Path) -> None:
+    results = run_tests(load_policy_dir(folder))
+    assert len(results) >= 2
+    failures = [
+        (r.test.name, case.case, case.decision.reasons)
+        for r in results for case in r.cases if not case.passed
+    ]
+    assert failures == []
 
 
 def test_shop_summary_counts_every_part() -> None:
