@@ -88,10 +88,10 @@ def test_bad_settings_name_the_setting(argv: list[str], env: dict[str, str], mes
 def test_unknown_or_mistyped_keys_in_the_file(tmp_path: Path) -> None:
     toml = tmp_path / "pdp.toml"
     toml.write_text("[server]\nlisten_on = 1\n")
-    with pytest.raises(ConfigError, match="unknown setting 'server.listen_on'"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'server\.listen_on'"):
         parse(["--config", str(toml)])
     toml.write_text("[server]\nthreads = \"four\"\n")
-    with pytest.raises(ConfigError, match="server.threads"):
+    with pytest.raises(ConfigError, match=r"server\.threads"):
         parse(["--config", str(toml)])
     toml.write_text("[server\n")
     with pytest.raises(ConfigError, match=str(toml)):

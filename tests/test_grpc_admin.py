@@ -9,8 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from grpc_support import BROKEN_POLICY, POLICY, make_config, request, running_server, stub
-from grpc_support import write_policies
+from grpc_support import BROKEN_POLICY, POLICY, make_config, request, running_server, stub, write_policies
 
 from pdp.client import PdpClient
 
