@@ -63,6 +63,9 @@ def file_lines(path: str | Path, last: int | None, follow: bool,
             elif not follow:
                 return
             elif _rotated(path, handle):
+                # Lines may have landed in the old file after our last read: finish it first.
+                rest = partial + handle.read()
+                yield from (line.decode() for line in rest.split(b"\n") if line)
                 handle.close()
                 handle = open(path, "rb")  # noqa: SIM115
                 partial = b""
@@ -87,8 +90,9 @@ def stream_lines(url: str, stream: str, last: int | None, follow: bool,
         else:
             entries = list(reversed(client.xrevrange(stream, count=last))) if last else []
         yield from (_record(fields) for _, fields in entries)
-        newest = client.xrevrange(stream, count=1)
-        cursor = newest[0][0] if newest else "0-0"
+        if not entries and last == 0:
+            entries = client.xrevrange(stream, count=1)
+        cursor = entries[-1][0] if entries else "0-0"
         while follow:
             for _, batch in client.xread({stream: cursor}, count=500, block=block_ms) or []:
                 for entry_id, fields in batch:
