@@ -124,9 +124,11 @@ class GatedSink:
 
     def __init__(self) -> None:
         self.gate = threading.Event()
+        self.entered = threading.Event()  # the writer is holding a batch
         self.lines: list[str] = []
 
     def write(self, lines: Sequence[str]) -> None:
+        self.entered.set()
         self.gate.wait(30)
         self.lines.extend(lines)
 
