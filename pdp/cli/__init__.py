@@ -14,6 +14,8 @@ COMMAND_MODULES = (
     "pdp.cli.serve",
     "pdp.cli.audit",
     "pdp.cli.identity",
+    "pdp.cli.publish",
+    "pdp.cli.assignments",
 )
 
 
