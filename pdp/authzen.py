@@ -7,6 +7,7 @@ so that they validate and answer alike.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pdp.model import EMPTY, Decision, Request
@@ -90,3 +91,50 @@ def decision_to_json(decision: Decision, **context: Any) -> dict[str, Any]:
 
 def error_to_json(message: str, **context: Any) -> dict[str, Any]:
     return {"decision": False, "context": {"error": message, **context}}
+
+
+# The Access Evaluations API: top-level defaults, entries that override them key by key.
+BATCH_KEYS = ("subject", "action", "resource", "context")
+EXECUTE_ALL = "execute_all"
+DENY_ON_FIRST_DENY = "deny_on_first_deny"
+PERMIT_ON_FIRST_PERMIT = "permit_on_first_permit"
+SEMANTICS = (EXECUTE_ALL, DENY_ON_FIRST_DENY, PERMIT_ON_FIRST_PERMIT)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """An evaluations request: each entry already merged with the defaults."""
+
+    entries: tuple[Mapping[str, Any], ...]
+    semantic: str
+
+    def stops_after(self, allowed: bool) -> bool:
+        """Whether a decision ends the batch under its semantic."""
+        if self.semantic == DENY_ON_FIRST_DENY:
+            return not allowed
+        if self.semantic == PERMIT_ON_FIRST_PERMIT:
+            return allowed
+        return False
+
+
+def batch_from_json(body: Any, max_entries: int) -> Batch | None:
+    """The batch of an evaluations request; None when it has no `evaluations` (one evaluation).
+
+    Errors of the whole payload raise RequestError; an entry's own errors surface
+    when the entry is evaluated (`request_from_json`), so the other entries still run.
+    """
+    if not isinstance(body, dict):
+        raise RequestError("the request must be a JSON object")
+    entries = body.get("evaluations")
+    if entries is None or entries == []:
+        return None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise RequestError("evaluations must be an array of objects")
+    if len(entries) > max_entries:
+        raise RequestError(f"evaluations: {len(entries)} entries, more than the maximum of {max_entries}")
+    options = _object(body.get("options"), "options")
+    semantic = options.get("evaluations_semantic", EXECUTE_ALL)
+    if semantic not in SEMANTICS:
+        raise RequestError(f"options.evaluations_semantic must be one of {', '.join(SEMANTICS)}")
+    defaults = {key: body[key] for key in BATCH_KEYS if key in body}
+    return Batch(tuple({**defaults, **entry} for entry in entries), semantic)

@@ -83,11 +83,45 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EnvoyConfig:
+    """Envoy external authorization (envoy.service.auth.v3) on the gRPC port; see pdp/envoy.py."""
+
+    enabled: bool = setting(True, "serve Envoy ext_authz Check on the gRPC port")
+    openapi_file: str | None = setting(
+        None, "OpenAPI file (JSON; YAML when PyYAML is installed) whose path templates name routes"
+    )
+    context_headers: tuple[str, ...] = setting(
+        ("user-agent", "x-request-id", "x-forwarded-for", "content-type"),
+        "request headers copied into the context (comma-separated, lower case)",
+    )
+    require_token: bool = setting(False, "answer 401 to requests without a bearer token")
+    decision_id_header: str = setting("x-pdp-decision-id", "header with the decision id ('' = none)")
+    subject_header: str = setting("x-pdp-subject", "upstream header with type:id of the subject ('' = none)")
+    show_reasons: bool = setting(True, "DENY bodies list the reasons")
+    principal_type: str = setting("service", "subject type of the downstream mTLS principal")
+    anonymous_type: str = setting("anonymous", "subject type when there is neither token nor principal")
+    realm: str = setting("pdp", "realm of the WWW-Authenticate challenge")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The AuthZEN Authorization API over HTTP; see pdp/authzen_http.py."""
+
+    listen: str | None = setting(None, "HOST:PORT of the AuthZEN HTTP API (off when unset)", flag="--http")
+    require_token: bool = setting(
+        False, "callers must send Authorization: Bearer <JWT> that [identity] verifies"
+    )
+    tls: bool = setting(True, "serve HTTPS with the server.tls files when they are set (mTLS with a CA)")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pdp import envoy
 from pdp.config import Config
 from pdp.grpc_mapping import InvalidRequest, invalid_response, to_request, to_response
+from pdp.http_server import HttpServer
+from pdp.identity.resolver import IdentityResolver
 from pdp.logs import fields
 from pdp.model import Request, deny_because
 from pdp.reload import PolicyReloader, ReloadResult
@@ -36,6 +39,7 @@ log = logging.getLogger("pdp.server")
 
 DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+HEALTH_NAMES = ("", DECISION_SERVICE, ADMIN_SERVICE, envoy.SERVICE_NAME)
 _NO_AUDIT_META = CallMeta("grpc")
 
 
@@ -181,10 +185,11 @@ class Server:
     health: health.HealthServicer
     reloader: PolicyReloader
     service: DecisionService
+    identity: IdentityResolver | None = None
 
     def mark_serving(self) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", DECISION_SERVICE, ADMIN_SERVICE):
+        for name in HEALTH_NAMES:
             self.health.set(name, status)
 
     def stop(self, grace_seconds: float) -> None:
@@ -198,6 +203,7 @@ def build_server(
     holder: PolicyHolder | None = None,
     reuse_port: bool = False,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    identity: IdentityResolver | None = None,
 ) -> Server:
     """Create and bind (not start) the server; health is NOT_SERVING until a policy loads."""
     holder = holder or PolicyHolder()
@@ -216,15 +222,16 @@ def build_server(
         DecisionServicer(service, config), grpc_server
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), grpc_server)
+    envoy.add_to_server(grpc_server, service, config.envoy, identity)
     health_servicer = health.HealthServicer()
-    for name in ("", DECISION_SERVICE, ADMIN_SERVICE):
+    for name in HEALTH_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     if config.server.reflection:
-        names = (DECISION_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (*HEALTH_NAMES[1:], health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, grpc_server)
     port = _bind(grpc_server, config)
-    server = Server(grpc_server, port, health_servicer, reloader, service)
+    server = Server(grpc_server, port, health_servicer, reloader, service, identity)
     reloader.on_loaded = lambda _policy: server.mark_serving()
     return server
 
@@ -257,16 +264,35 @@ def run(config: Config, reuse_port: bool = False) -> int:
         listen=config.server.listen, port=server.port, tls=bool(config.server.tls.cert_file),
         policies=config.policy.dir,
     ))
+    try:
+        http = _start_http(config, server, reuse_port)
+    except (RuntimeError, OSError) as exc:
+        log.error("cannot listen", extra=fields(http=config.http.listen, error=str(exc)))
+        server.stop(0)
+        return 1
     server.reloader.reload("startup")
     watcher = server.reloader.watch(config.policy.debounce_ms) if config.policy.watch else None
     while not stop.wait(1.0):
         pass
     log.info("shutting down", extra=fields(grace_seconds=config.server.grace_seconds))
+    if http is not None:
+        http.stop()
     server.stop(config.server.grace_seconds)
     if watcher is not None:
         watcher.stop()
     log.info("stopped")
     return 0
+
+
+def _start_http(config: Config, server: Server, reuse_port: bool) -> HttpServer | None:
+    """The AuthZEN HTTP API beside gRPC, on the same decision path (`--http`)."""
+    if config.http.listen is None:
+        return None
+    http = HttpServer(config, server.service, server.identity, reuse_port=reuse_port)
+    http.start()
+    log.info("http listening", extra=fields(listen=config.http.listen, port=http.port,
+                                            scheme=http.scheme))
+    return http
 
 
 def _install_signal_handlers(stop: threading.Event, reloader: PolicyReloader) -> None:
