@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pdp import ast
-from pdp.conditions import ConditionError, compile_condition
+from pdp.conditions import ConditionError, compile_condition, compile_path
 from pdp.errors import PolicyIssue, PolicySetError
 from pdp.model import Effect, Reason, Request
 from pdp.patterns import Pattern, PatternError, compile_pattern, parse_concrete
@@ -190,6 +190,7 @@ def _compile_rule(index: int, decl: ast.RuleDecl, issues: _Issues) -> CompiledRu
         pattern=pattern,
         condition=condition.test if condition else None,
         reads=condition.reads if condition else frozenset(),
+        readers=tuple((p, compile_path(p, decl.pos)) for p in sorted(condition.reads)) if condition else (),
         reason=Reason(name, effect, decl.reason or "", decl.pos.file, decl.pos.line),
         file=decl.pos.file,
         line=decl.pos.line,

@@ -378,8 +378,3 @@ FUNCTIONS: dict[str, Callable[[ast.Call, set[str]], Predicate]] = {
     "matches": _matches,
     "cidr": _cidr,
 }
-
-
-def missing_paths(reads: frozenset[str], facts: Facts) -> list[str]:
-    """Which of these attribute paths the request did not carry (for explanations)."""
-    return sorted(p for p in reads if compile_path(p, ast.Pos("", 0, 0))(facts) is MISSING)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pdp.ast import Pos
-from pdp.conditions import Facts, compile_path, missing_paths
+from pdp.conditions import MISSING, Facts, compile_path
 from pdp.model import Decision, Effect, Reason, Request
 from pdp.policy import CompiledPolicy, CompiledRule
 
@@ -40,9 +40,9 @@ def decide(policy: CompiledPolicy, request: Request) -> Decision:
                         continue
                 (denies if rule.is_deny else allows).append(rule)
     if denies:
-        return Decision(False, _reasons(denies), policy.version, roles)
+        return Decision(False, _reasons(denies, facts), policy.version, roles)
     if allows:
-        return Decision(True, _reasons(allows), policy.version, roles)
+        return Decision(True, _reasons(allows, facts), policy.version, roles)
     return Decision(False, (_default_deny(policy, request, roles),), policy.version, roles)
 
 
@@ -110,10 +110,23 @@ def _subject_properties(policy: CompiledPolicy, request: Request) -> Mapping[str
     return {**request.subject_properties, **entry.properties}
 
 
-def _reasons(rules: list[CompiledRule]) -> tuple[Reason, ...]:
-    if len(rules) == 1:
-        return (rules[0].reason,)
-    return tuple(rule.reason for rule in sorted(rules, key=lambda r: r.index))
+def _reasons(rules: list[CompiledRule], facts: Facts | None) -> tuple[Reason, ...]:
+    if len(rules) > 1:
+        rules.sort(key=lambda r: r.index)
+    return tuple(_explained(rule, facts) for rule in rules)
+
+
+def _explained(rule: CompiledRule, facts: Facts | None) -> Reason:
+    """The rule's reason, naming the attributes its condition found missing
+    (a deny written as `not resource.x ...` applies when x is missing)."""
+    if facts is None or not rule.readers:
+        return rule.reason
+    missing = [path for path, read in rule.readers if read(facts) is MISSING]
+    if not missing:
+        return rule.reason
+    note = "missing attributes: " + ", ".join(missing)
+    text = f"{rule.reason.text} ({note})" if rule.reason.text else note
+    return Reason(rule.name, rule.effect, text, rule.file, rule.line)
 
 
 def _default_deny(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> Reason:
@@ -131,7 +144,8 @@ def _default_deny(policy: CompiledPolicy, request: Request, roles: frozenset[str
 def _missing_attributes(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> list[str]:
     """Attributes that conditions of otherwise matching allow rules read but the request lacked."""
     rules = policy.rules_for(roles, request.action, request.resource_type, request.resource_id)
-    reads = frozenset().union(*(r.reads for r in rules if r.condition is not None and not r.is_deny))
-    if not reads:
+    readers = dict(reader for rule in rules if not rule.is_deny for reader in rule.readers)
+    if not readers:
         return []
-    return missing_paths(reads, facts_for(policy, request, roles))
+    facts = facts_for(policy, request, roles)
+    return sorted(path for path, read in readers.items() if read(facts) is MISSING)

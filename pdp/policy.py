@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdp.conditions import Predicate
+from pdp.conditions import Getter, Predicate
 from pdp.model import Effect, Reason, Request
 from pdp.patterns import Pattern
 
@@ -31,6 +31,7 @@ class CompiledRule:
     pattern: Pattern
     condition: Predicate | None
     reads: frozenset[str]  # attribute paths the condition reads
+    readers: tuple[tuple[str, Getter], ...]  # the same paths with their getters, to explain
     reason: Reason  # built once, shared by every decision this rule makes
     file: str
     line: int
@@ -116,13 +117,17 @@ class CompiledPolicy:
     _reads_memo: dict[tuple[frozenset[str], str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
+        """Counts for people: files (policy and directory), roles, rules, grants
+        (one per role list and subject pattern), directory subjects, test blocks
+        and their expectations."""
         return {
             "files": len(self.files),
             "roles": len(self.roles),
             "rules": len(self.rules),
             "grants": len(self.grants),
             "subjects": len(self.directory),
-            "tests": sum(len(t.cases) for t in self.tests),
+            "tests": len(self.tests),
+            "expectations": sum(len(t.cases) for t in self.tests),
             "version": self.version,
         }
 

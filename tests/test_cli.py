@@ -58,7 +58,7 @@ def test_each_command_explains_itself(command: str) -> None:
 def test_validate_prints_a_summary(folder: Path) -> None:
     result = pdp("validate", str(folder))
     assert result.returncode == 0, result.stderr
-    assert "2 files, 2 roles, 3 rules, 2 grants, 1 subjects in the directory, 2 test expectations" in (
+    assert "2 files, 2 roles, 3 rules, 2 grants, 1 subjects in the directory, 1 tests (2 expectations)" in (
         result.stdout)
     assert "version: " in result.stdout
 

@@ -439,3 +439,21 @@ def test_names_are_case_sensitive(tmp_path: Path) -> None:
     assert allowed(policy, "user:u", "Read", "Doc:1")
     assert not allowed(policy, "user:u", "read", "Doc:1")
     assert not allowed(policy, "user:u", "Read", "doc:1")
+
+
+def test_a_deny_that_applied_on_a_missing_attribute_says_so(tmp_path: Path) -> None:
+    policy = load(tmp_path, {"p.policy": "allow * on *\n"
+                                         'deny refund on order:** when not resource.amount <= 500 '
+                                         'reason "large refunds need finance" as big-refund\n'})
+    (reason,) = ask(policy, "user:u", "refund", "order:1").reasons
+    assert reason.rule == "big-refund"
+    assert reason.text == "large refunds need finance (missing attributes: resource.amount)"
+    (reason,) = ask(policy, "user:u", "refund", "order:1", resource_props={"amount": 900}).reasons
+    assert reason.text == "large refunds need finance"
+
+
+def test_a_closing_brace_right_after_a_pattern_closes_the_block(tmp_path: Path) -> None:
+    policy = load(tmp_path, {"p.policy": "role r {\n  allow GET on route:/todos/{todoId}}\n"
+                                         "role s { allow read on document:**}\ngrant r, s to user:a\n"})
+    assert allowed(policy, "user:a", "GET", "route:/todos/{todoId}")
+    assert allowed(policy, "user:a", "read", "document:x")

@@ -24,7 +24,7 @@ def only_error(tmp_path: Path, files: dict[str, Any]) -> PolicyIssue:
 
 
 SYNTAX = [
-    ("allow read document:x\n", 1, 12, "unexpected 'document'; expected ',' or on"),
+    ("allow read document:x\n", 1, 12, "unexpected 'document:x'; expected ',' or on"),
     ("role viewer {\n    allow read on\n}\n", 2, 18, "unexpected end of line; expected a TYPE:ID pattern"),
     ("role 1x {\n}\n", 1, 6, "expected a name"),
     ("allow read on a:b when resource.x ==\n", 1, 37, "unexpected end of line"),

@@ -85,8 +85,8 @@ def run_validate(args: argparse.Namespace) -> int:
     if policy is None:
         return EXIT_ERRORS
     s = policy.summary()
-    print(f"{args.dir}: {s['files']} files, {s['roles']} roles, {s['rules']} rules, "
-          f"{s['grants']} grants, {s['subjects']} subjects in the directory, {s['tests']} test expectations")
+    print(f"{args.dir}: {s['files']} files, {s['roles']} roles, {s['rules']} rules, {s['grants']} grants, "
+          f"{s['subjects']} subjects in the directory, {s['tests']} tests ({s['expectations']} expectations)")
     print(f"version: {s['version']}")
     return 0
 
