@@ -21,7 +21,7 @@ from audit_support import (
     read_records,
 )
 
-from pdp.audit import AuditLog, AuditSettings, directory_source
+from pdp.audit import AuditConfigError, AuditLog, AuditSettings, directory_source
 from pdp.loader import load_policy_dir
 
 
@@ -164,3 +164,16 @@ def test_records_are_one_json_object_per_line(tmp_path: Path) -> None:
     assert [json.loads(line)["decision_id"] for line in lines] == [
         o.decision_id for o in outcomes
     ]
+
+
+@pytest.mark.parametrize("bad", [
+    {"when_full": "wait"}, {"sensitive_mode": "mask"}, {"queue_size": 0}, {"sample_allow": -1},
+])
+def test_unusable_settings_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(AuditConfigError):
+        AuditLog(AuditSettings(**bad))  # type: ignore[arg-type]
+
+
+def test_sensitive_paths_must_name_a_request_part() -> None:
+    with pytest.raises(AuditConfigError, match="must start with one of"):
+        AuditLog(AuditSettings(stdout=True, sensitive=("email",)))

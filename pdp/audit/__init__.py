@@ -6,10 +6,11 @@ sinks and the policy source.
 """
 
 from pdp.audit.log import AuditLog, build_sinks
-from pdp.audit.settings import AuditSettings
+from pdp.audit.settings import AuditConfigError, AuditSettings
 from pdp.audit.source import PolicySource, bundle_source, directory_source
 
 __all__ = [
+    "AuditConfigError",
     "AuditLog",
     "AuditSettings",
     "PolicySource",

@@ -43,6 +43,7 @@ def build_sinks(settings: AuditSettings) -> list[Sink]:
 
 class AuditLog:
     def __init__(self, settings: AuditSettings, sinks: Sequence[Sink] | None = None) -> None:
+        settings.validate()
         self.settings = settings
         self.sinks = [GuardedSink(s) for s in (build_sinks(settings) if sinks is None else sinks)]
         self._sampler = Sampler(settings.sample_allow, settings.sample_deny)

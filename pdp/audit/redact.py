@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pdp.audit.settings import AuditConfigError
+
 ALWAYS_REMOVED = frozenset({
     "token", "access_token", "id_token", "refresh_token", "jwt", "bearer",
     "authorization", "proxy-authorization", "cookie", "set-cookie",
@@ -46,7 +48,7 @@ class Redactor:
         for path in sensitive:
             parts = tuple(p.lower() for p in path.split("."))
             if len(parts) < 2 or parts[0] not in ROOTS:
-                raise ValueError(f"sensitive path {path!r} must start with one of {ROOTS}")
+                raise AuditConfigError(f"audit.sensitive: {path!r} must start with one of {', '.join(ROOTS)}")
             self._paths.add(parts)
         self._hash_mode = mode == "hash"
         self._key = hash_key.encode()

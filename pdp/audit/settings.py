@@ -1,15 +1,15 @@
-"""What the audit log writes, where, and what it does under pressure.
+"""The `[audit]` section of the service configuration: what the audit log writes,
+where, and what it does under pressure.
 
-Read from the `[audit]` section of the configuration file (and the
-`--audit-*` options). Defaults: no sink (audit off), drop-and-count when the
-queue is full (a decision is never slowed by auditing), every decision
-recorded, attribute values not written.
+pdp.config reads it like any other section (file, `PDP_AUDIT_*` environment,
+`--audit-*` flags). Defaults: no sink (audit off); drop-and-count when the
+queue is full, so auditing never slows a decision; every decision recorded;
+attribute values not written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 WHEN_FULL = ("drop", "block")
@@ -17,54 +17,60 @@ SENSITIVE_MODES = ("remove", "hash")
 DEFAULT_STREAM = "pdp:audit"
 
 
+class AuditConfigError(ValueError):
+    """An [audit] setting that cannot be used."""
+
+
+def _setting(default: Any, help: str) -> Any:
+    # pdp.config.setting, without importing pdp.config (which imports this module).
+    return field(default=default, metadata={"help": help, "flag": None})
+
+
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
     # Sinks: any combination; none means audit is off.
-    stdout: bool = False
-    file: str | None = None
-    file_max_bytes: int = 100 * 1024 * 1024
-    file_backups: int = 5
-    redis_url: str | None = None
-    redis_stream: str = DEFAULT_STREAM
-    redis_maxlen: int = 1_000_000  # trimmed approximately (MAXLEN ~)
+    stdout: bool = _setting(False, "write audit records to stdout (JSON lines)")
+    file: str | None = _setting(None, "write audit records to this JSON-lines file")
+    file_max_bytes: int = _setting(100 * 1024 * 1024, "rotate the audit file past this size")
+    file_backups: int = _setting(5, "rotated audit files kept (FILE.1 ... FILE.N)")
+    redis_url: str | None = _setting(None, "write audit records to a Redis Stream at this URL")
+    redis_stream: str = _setting(DEFAULT_STREAM, "the audit stream key")
+    redis_maxlen: int = _setting(1_000_000, "trim the stream to about this many entries")
     # The queue between the decision path and the writer thread.
-    queue_size: int = 10_000
-    batch_size: int = 500
-    flush_interval_s: float = 0.1
-    when_full: str = "drop"  # "drop": count and drop; "block": wait up to block_s, then drop
-    block_s: float = 0.005
-    # Sampling: record one ALLOW in `sample_allow` and one DENY in `sample_deny` (0: none).
-    sample_allow: int = 1
-    sample_deny: int = 1
+    queue_size: int = _setting(10_000, "audit records waiting for the writer, at most")
+    batch_size: int = _setting(500, "audit records written per batch")
+    flush_interval_s: float = _setting(0.1, "the writer looks for records this often (seconds)")
+    when_full: str = _setting(
+        "drop", "queue full: drop (count and drop at once) or block (wait up to block_s, then drop)"
+    )
+    block_s: float = _setting(0.005, "with when_full=block, longest wait for room (seconds)")
+    # Sampling: one ALLOW in sample_allow, one DENY in sample_deny (0: none).
+    sample_allow: int = _setting(1, "record one ALLOW in N (1: all, 0: none)")
+    sample_deny: int = _setting(1, "record one DENY in N (1: all, 0: none)")
     # Privacy: attribute values only when asked; sensitive paths removed or hashed.
-    attributes: bool = False
-    sensitive: tuple[str, ...] = ()
-    sensitive_mode: str = "remove"
-    hash_key: str = ""  # HMAC key for "hash" mode, so hashes cannot be looked up in a dictionary
-
-    def __post_init__(self) -> None:
-        if self.when_full not in WHEN_FULL:
-            raise ValueError(f"audit when_full must be one of {', '.join(WHEN_FULL)}")
-        if self.sensitive_mode not in SENSITIVE_MODES:
-            raise ValueError(f"audit sensitive_mode must be one of {', '.join(SENSITIVE_MODES)}")
-        for name in ("queue_size", "batch_size", "file_max_bytes", "redis_maxlen"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"audit {name} must be at least 1")
-        if self.file_backups < 0 or self.sample_allow < 0 or self.sample_deny < 0:
-            raise ValueError("audit file_backups, sample_allow and sample_deny cannot be negative")
+    attributes: bool = _setting(False, "write attribute values (subject, resource, action, context)")
+    sensitive: tuple[str, ...] = _setting(
+        (), "paths never written in the clear, e.g. subject.email,context.headers.x-user"
+    )
+    sensitive_mode: str = _setting("remove", "sensitive values: remove or hash (keyed SHA-256)")
+    hash_key: str = _setting("", "HMAC key for hash mode, so hashes cannot be looked up")
 
     @property
     def enabled(self) -> bool:
         return self.stdout or bool(self.file) or bool(self.redis_url)
 
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> AuditSettings:
-        """Settings from a parsed `[audit]` table; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown [audit] setting(s): {', '.join(unknown)}")
-        converted = dict(values)
-        if "sensitive" in converted:
-            converted["sensitive"] = tuple(str(p) for p in converted["sensitive"])
-        return cls(**converted)
+    def validate(self) -> None:
+        """Raise AuditConfigError naming the first setting that cannot be used."""
+        if self.when_full not in WHEN_FULL:
+            raise AuditConfigError(f"audit.when_full must be one of {', '.join(WHEN_FULL)}")
+        if self.sensitive_mode not in SENSITIVE_MODES:
+            raise AuditConfigError(
+                f"audit.sensitive_mode must be one of {', '.join(SENSITIVE_MODES)}")
+        for name in ("queue_size", "batch_size", "file_max_bytes", "redis_maxlen"):
+            if getattr(self, name) < 1:
+                raise AuditConfigError(f"audit.{name} must be at least 1")
+        for name in ("file_backups", "sample_allow", "sample_deny", "block_s"):
+            if getattr(self, name) < 0:
+                raise AuditConfigError(f"audit.{name} must not be negative")
+        if self.flush_interval_s <= 0:
+            raise AuditConfigError("audit.flush_interval_s must be positive")

@@ -19,7 +19,7 @@ from typing import BinaryIO, Protocol, TextIO
 
 import redis
 
-from pdp import metrics
+from pdp import metrics, redisio
 from pdp.audit.tally import Tally
 
 log = logging.getLogger("pdp.audit")
@@ -120,8 +120,8 @@ class RedisStreamSink:
     name = "redis"
 
     def __init__(self, url: str, stream: str, maxlen: int, timeout_s: float = 1.0) -> None:
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # Any URL form pdp.redisio knows (TLS, ACL user, cluster, sentinel); no retries.
+        self._client = redisio.connect(url, timeout_s=timeout_s)
         self._stream = stream
         self._maxlen = maxlen
 
