@@ -36,19 +36,19 @@ class BundleLoader:
     """Loader for PolicyReloader: the current bundle, verified and compiled (the path is unused)."""
 
     def __init__(self, store: BundleStore) -> None:
-        self._store = store
+        self.store = store
         self._last: CompiledPolicy | None = None
         # The last version refused for its content (not for a Redis error): not retried.
         self.refused: str | None = None
 
     def __call__(self, _path: Path) -> CompiledPolicy:
-        version = self._store.current_version()
+        version = self.store.current_version()
         if version is None:
             raise PolicySetError([PolicyIssue("redis", 0, 0, "no bundle is current (pdp publish)")])
         if self._last is not None and self._last.version == version:
             return self._last  # already compiled; nothing to fetch
         try:
-            bundle = self._store.load(version)
+            bundle = self.store.load(version)
             policy = compile_sources(list(bundle.sources), source_dir=source_label(version))
         except BundleError as exc:
             self.refused = version

@@ -46,6 +46,12 @@ class DecisionCache(Protocol):
     def put(self, policy: CompiledPolicy, request: Request, decision: Decision) -> None: ...
 
 
+class Assignments(Protocol):
+    """Roles and properties assigned outside the policy files (pdp.assignments); no I/O."""
+
+    def apply(self, request: Request) -> Request: ...
+
+
 class PolicyHolder:
     """The one reference to the policy being served; a reload swaps it whole."""
 
@@ -91,10 +97,12 @@ class DecisionService:
         holder: PolicyHolder,
         cache: DecisionCache | None = None,
         audit: AuditRecorder | None = None,
+        assignments: Assignments | None = None,
     ) -> None:
         self.holder = holder
         self.cache = cache
         self.audit = audit
+        self.assignments = assignments
 
     def check(self, request: Request, meta: CallMeta) -> Outcome:
         return self._check(self.holder.current, request, meta)
@@ -116,6 +124,8 @@ class DecisionService:
         if policy is None:
             return deny_because("no policy is loaded", ""), False
         try:
+            if self.assignments is not None:  # before the cache: its key holds the merged roles
+                request = self.assignments.apply(request)
             if self.cache is not None:
                 hit = self.cache.get(policy, request)
                 if hit is not None:

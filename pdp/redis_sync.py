@@ -1,0 +1,82 @@
+"""What one replica follows in Redis: the current policy bundle and the role assignments.
+
+`ReplicaSync.from_config` builds the parts the settings ask for (nothing
+without `--redis-url`); the server plugs `policy_loader` into its reloader
+and `assignments` into its decision service, then calls `start` once the
+first load has run, and `stop` on shutdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pdp import redisio
+from pdp.assignments import AssignmentFollower, AssignmentSnapshot, AssignmentStore
+from pdp.bundle_follower import BundleFollower, BundleLoader
+from pdp.bundles import BundleStore
+from pdp.config import Config
+from pdp.reload import PolicyReloader
+
+SOURCES = ("dir", "redis")
+# Not on the decision path: a bundle read may take a while on a busy server.
+SYNC_TIMEOUT_S = 2.0
+
+
+def config_problem(config: Config) -> str | None:
+    """Why these settings cannot run, or None."""
+    if config.policy.source not in SOURCES:
+        return f"policy.source: {config.policy.source!r} is neither dir nor redis"
+    if config.policy.source == "redis" and not config.redis.url:
+        return "policy.source redis needs redis.url (--redis-url)"
+    if config.redis.url:
+        try:
+            redisio.parse(config.redis.url)
+        except redisio.RedisUrlError as exc:
+            return f"redis.url: {exc}"
+    return None
+
+
+@dataclass(slots=True)
+class ReplicaSync:
+    policy_loader: BundleLoader | None = None
+    assignments: AssignmentSnapshot | None = None
+    resync_seconds: float = 5.0
+    client: redisio.Client | None = None
+    bundles: BundleFollower | None = None
+    assignment_follower: AssignmentFollower | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ReplicaSync:
+        url = config.redis.url
+        if not url:
+            return cls()
+        client = redisio.connect(url, timeout_s=SYNC_TIMEOUT_S)
+        loader = BundleLoader(BundleStore(client)) if config.policy.source == "redis" else None
+        snapshot = AssignmentSnapshot() if config.redis.assignments else None
+        return cls(loader, snapshot, config.redis.resync_seconds, client)
+
+    @property
+    def uses_bundles(self) -> bool:
+        return self.policy_loader is not None
+
+    def start(self, reloader: PolicyReloader) -> None:
+        """Follow Redis in background threads (each reconnects on its own)."""
+        if self.client is None:
+            return
+        if self.policy_loader is not None:
+            self.bundles = BundleFollower(
+                self.policy_loader.store, self.policy_loader, reloader, self.resync_seconds
+            )
+            self.bundles.start()
+        if self.assignments is not None:
+            self.assignment_follower = AssignmentFollower(
+                AssignmentStore(self.client), self.assignments, self.resync_seconds
+            )
+            self.assignment_follower.start()
+
+    def stop(self) -> None:
+        for follower in (self.bundles, self.assignment_follower):
+            if follower is not None:
+                follower.stop()
+        if self.client is not None:
+            self.client.close()
