@@ -62,6 +62,10 @@ class PolicyConfig:
     dir: str = setting("policies", "folder of the policy set", flag="--policies")
     watch: bool = setting(True, "reload when a file under the folder changes")
     debounce_ms: int = setting(300, "wait for changes to settle this long before reloading")
+    source: str = setting(
+        "dir", "where the policy comes from: dir (the --policies folder) or redis (the bundle "
+        "made current by `pdp publish`; needs --redis-url)", flag="--policy-source",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,20 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """The Redis every replica shares; see pdp/redisio.py for the URL forms."""
+
+    url: str | None = setting(
+        None, "redis://, rediss://, redis+cluster:// or redis+sentinel:// URL (off when unset)",
+        flag="--redis-url",
+    )
+    assignments: bool = setting(True, "merge the role assignments of `pdp grant` (needs the URL)")
+    resync_seconds: float = setting(
+        5.0, "re-check the current bundle and the assignments this often, besides pub/sub"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -122,6 +140,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
 
 
 @dataclass(frozen=True, slots=True)
