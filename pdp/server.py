@@ -25,12 +25,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pdp import envoy
+from pdp.cache import TieredCache, build_cache
 from pdp.config import Config
 from pdp.grpc_mapping import InvalidRequest, invalid_response, to_request, to_response
 from pdp.http_server import HttpServer
 from pdp.identity.resolver import IdentityResolver
 from pdp.logs import fields
 from pdp.model import Request, deny_because
+from pdp.redis_sync import ReplicaSync
 from pdp.reload import PolicyReloader, ReloadResult
 from pdp.service import CallMeta, DecisionService, Outcome, PolicyHolder
 from pdp.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
@@ -173,7 +175,7 @@ def _timestamp(seconds: float) -> Timestamp:
 
 def build_service(config: Config, holder: PolicyHolder) -> DecisionService:
     """The decision path for this process; the cache, audit and identity plug in here."""
-    return DecisionService(holder)
+    return DecisionService(holder, cache=build_cache(config))
 
 
 @dataclass(slots=True)
@@ -186,6 +188,7 @@ class Server:
     reloader: PolicyReloader
     service: DecisionService
     identity: IdentityResolver | None = None
+    sync: ReplicaSync | None = None  # what this replica follows in Redis
 
     def mark_serving(self) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
@@ -196,6 +199,8 @@ class Server:
         """Stop accepting; wait up to the grace period for the calls in flight."""
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace_seconds).wait()
+        if isinstance(self.service.cache, TieredCache):
+            self.service.cache.close()
 
 
 def build_server(
@@ -208,7 +213,9 @@ def build_server(
     """Create and bind (not start) the server; health is NOT_SERVING until a policy loads."""
     holder = holder or PolicyHolder()
     service = build_service(config, holder)
-    reloader = PolicyReloader(holder, Path(config.policy.dir))
+    sync = ReplicaSync.from_config(config)
+    service.assignments = sync.assignments
+    reloader = sync.reloader(holder, Path(config.policy.dir))
     options = [
         ("grpc.max_receive_message_length", config.server.max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -231,7 +238,7 @@ def build_server(
         names = (*HEALTH_NAMES[1:], health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, grpc_server)
     port = _bind(grpc_server, config)
-    server = Server(grpc_server, port, health_servicer, reloader, service, identity)
+    server = Server(grpc_server, port, health_servicer, reloader, service, identity, sync)
     reloader.on_loaded = lambda _policy: server.mark_serving()
     return server
 
@@ -250,10 +257,14 @@ def _bind(grpc_server: grpc.Server, config: Config) -> int:
     return int(port)
 
 
-def run(config: Config, reuse_port: bool = False) -> int:
+def run(
+    config: Config,
+    reuse_port: bool = False,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
     try:
-        server = build_server(config, reuse_port=reuse_port)
+        server = build_server(config, reuse_port=reuse_port, extra_handlers=extra_handlers)
     except (RuntimeError, OSError) as exc:
         log.error("cannot listen", extra=fields(listen=config.server.listen, error=str(exc)))
         return 1
@@ -271,7 +282,10 @@ def run(config: Config, reuse_port: bool = False) -> int:
         server.stop(0)
         return 1
     server.reloader.reload("startup")
-    watcher = server.reloader.watch(config.policy.debounce_ms) if config.policy.watch else None
+    sync = server.sync or ReplicaSync()
+    sync.start(server.reloader)
+    watch = config.policy.watch and not sync.uses_bundles
+    watcher = server.reloader.watch(config.policy.debounce_ms) if watch else None
     while not stop.wait(1.0):
         pass
     log.info("shutting down", extra=fields(grace_seconds=config.server.grace_seconds))
@@ -280,6 +294,7 @@ def run(config: Config, reuse_port: bool = False) -> int:
     server.stop(config.server.grace_seconds)
     if watcher is not None:
         watcher.stop()
+    sync.stop()
     log.info("stopped")
     return 0
 

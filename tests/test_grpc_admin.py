@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -89,3 +92,20 @@ def test_reflection_lists_and_describes_the_services(tmp_path: Path) -> None:
         described = db.FindFileContainingSymbol("pdp.v1.DecisionService")
         assert described.package == "pdp.v1"
         assert {m.name for m in described.message_type} >= {"CheckRequest", "CheckResponse"}
+
+
+def test_grpcurl_calls_check_through_reflection(tmp_path: Path) -> None:
+    grpcurl = Path(sys.executable).parent / "grpcurl"  # from the dev extra
+    folder = write_policies(tmp_path / "p")
+    body = {"subject": {"type": "user", "id": "alice"}, "action": {"name": "read"},
+            "resource": {"type": "document", "id": "a"}}
+    with running_server(make_config(folder)) as server:
+        done = subprocess.run(
+            [str(grpcurl), "-plaintext", "-d", json.dumps(body), f"127.0.0.1:{server.port}",
+             "pdp.v1.DecisionService/Check"],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["decision"] == "DECISION_ALLOW"
+    assert reply["reasons"][0]["rule"] == "reader-read"
