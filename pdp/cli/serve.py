@@ -28,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"pdp serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log.level, config.log.format)
+    from pdp.redis_sync import config_problem
+
+    problem = config_problem(config)
+    if problem:
+        print(f"pdp serve: {problem}", file=sys.stderr)
+        return 2
     workers = settings.worker_count(config)
     if workers > 1:
         from pdp.workers import supervise
