@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from redis.commands.core import Script
+
 from pdp.logs import fields
 from pdp.model import EMPTY, Request
 from pdp.redisio import FaultTracker, key
@@ -109,8 +111,8 @@ class AssignmentStore:
 
     def __init__(self, client: Any) -> None:
         self.redis = client
-        self._cas = client.register_script(_COMPARE_AND_SET)
-        self._read_all = client.register_script(_READ_ALL)
+        self._cas = Script(client, _COMPARE_AND_SET.encode())
+        self._read_all = Script(client, _READ_ALL.encode())
 
     def get(self, subject: str) -> Assignment:
         raw = self.redis.hget(SUBJECTS_KEY, subject)

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.commands.core import Script
+
 from pdp.loader import SourceFile, version_of
 from pdp.redisio import key
 
@@ -120,7 +122,7 @@ class BundleStore:
 
     def __init__(self, client: Any) -> None:
         self.redis = client
-        self._make_current = client.register_script(_MAKE_CURRENT)
+        self._make_current = Script(client, _MAKE_CURRENT.encode())
 
     def store(self, bundle: Bundle) -> None:
         """Store a bundle under its version (idempotent: same version, same files)."""

@@ -9,6 +9,8 @@ first load has run, and `stop` on shutdown.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from pdp import redisio
 from pdp.assignments import AssignmentFollower, AssignmentSnapshot, AssignmentStore
@@ -16,6 +18,7 @@ from pdp.bundle_follower import BundleFollower, BundleLoader
 from pdp.bundles import BundleStore
 from pdp.config import Config
 from pdp.reload import PolicyReloader
+from pdp.service import PolicyHolder
 
 SOURCES = ("dir", "redis")
 # Not on the decision path: a bundle read may take a while on a busy server.
@@ -36,12 +39,27 @@ def config_problem(config: Config) -> str | None:
     return None
 
 
+class DeferredClient:
+    """A redis-py client made on first use and remade after a failed attempt: a Redis
+    Cluster down at start (its client reads the slot map when made) is then a fault
+    the followers retry, not a crash at start."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self._lazy = redisio.LazyClient(url, timeout_s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lazy.get(), name)
+
+    def close(self) -> None:
+        self._lazy.close()
+
+
 @dataclass(slots=True)
 class ReplicaSync:
     policy_loader: BundleLoader | None = None
     assignments: AssignmentSnapshot | None = None
     resync_seconds: float = 5.0
-    client: redisio.Client | None = None
+    client: DeferredClient | None = None
     bundles: BundleFollower | None = None
     assignment_follower: AssignmentFollower | None = None
 
@@ -50,7 +68,7 @@ class ReplicaSync:
         url = config.redis.url
         if not url:
             return cls()
-        client = redisio.connect(url, timeout_s=SYNC_TIMEOUT_S)
+        client = DeferredClient(url, SYNC_TIMEOUT_S)
         loader = BundleLoader(BundleStore(client)) if config.policy.source == "redis" else None
         snapshot = AssignmentSnapshot() if config.redis.assignments else None
         return cls(loader, snapshot, config.redis.resync_seconds, client)
@@ -58,6 +76,12 @@ class ReplicaSync:
     @property
     def uses_bundles(self) -> bool:
         return self.policy_loader is not None
+
+    def reloader(self, holder: PolicyHolder, directory: Path) -> PolicyReloader:
+        """The reloader of the policy source: the folder, or the current bundle in Redis."""
+        if self.policy_loader is None:
+            return PolicyReloader(holder, directory)
+        return PolicyReloader(holder, directory, load=self.policy_loader)
 
     def start(self, reloader: PolicyReloader) -> None:
         """Follow Redis in background threads (each reconnects on its own)."""

@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
+from pdp import redisio
 from pdp.logs import fields
 from pdp.redisio import FaultTracker
 
@@ -64,7 +63,7 @@ class Subscription:
             try:
                 self._follow()
                 return  # stopped
-            except (redis.RedisError, OSError) as exc:
+            except redisio.ERRORS as exc:
                 self._faults.fault(exc)
             except Exception:  # a bug in a callback must not end the thread
                 log.exception("redis subscription callback failed", extra=fields(channel=self._channel))
