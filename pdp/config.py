@@ -87,6 +87,30 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The decision cache; see pdp/cache.py. Level 2 uses redis.url when it is set."""
+
+    size: int = setting(10_000, "level-1 (in-process) cache entries; 0 turns level 1 off")
+    ttl: float = setting(300.0, "seconds a decision lives in the level-2 (Redis) cache")
+    redis: bool = setting(True, "share decisions through Redis (level 2) when redis.url is set")
+    l2_lookup: str = setting(
+        "auto", "when a level-1 miss asks Redis before deciding locally: auto (only while "
+        "measured slower locally), always, never (write only)",
+    )
+    redis_timeout_ms: float = setting(
+        5.0, "longest a Check waits for a level-2 read", flag="--redis-timeout-ms"
+    )
+    write_queue: int = setting(10_000, "level-2 writes waiting to be sent; more are dropped")
+    retry_seconds: float = setting(1.0, "after a Redis fault, probe it again this often")
+
+    def validate(self) -> None:
+        if self.l2_lookup not in ("auto", "always", "never"):
+            raise ConfigError(f"cache.l2_lookup: expected auto, always or never, got {self.l2_lookup!r}")
+        if self.ttl <= 0 or self.redis_timeout_ms <= 0:
+            raise ConfigError("cache.ttl and cache.redis_timeout_ms must be positive")
+
+
+@dataclass(frozen=True, slots=True)
 class EnvoyConfig:
     """Envoy external authorization (envoy.service.auth.v3) on the gRPC port; see pdp/envoy.py."""
 
@@ -138,6 +162,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)

@@ -56,9 +56,9 @@ def observe_decision(effect: str, frontend: str, latency_s: float) -> None:
     children[1].observe(latency_s)
 
 
-def cache_lookup(level: str, hit: bool) -> None:
-    """One decision cache lookup at `level` ("l1" in process, "l2" Redis)."""
-    CACHE_LOOKUPS.labels(level, "hit" if hit else "miss").inc()
+def cache_lookup(level: str, hit: bool, count: int = 1) -> None:
+    """`count` decision cache lookups at `level` ("l1" in process, "l2" Redis)."""
+    CACHE_LOOKUPS.labels(level, "hit" if hit else "miss").inc(count)
 
 
 def redis_fault(component: str) -> None:

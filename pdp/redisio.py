@@ -43,6 +43,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -56,6 +57,8 @@ DEFAULT_TIMEOUT_S = 0.005
 KEY_PREFIX = "pdp"
 
 Client = redis.Redis | RedisCluster
+# What a Redis call can raise when the server is down, slow, or says no.
+ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
 
 _SCHEMES = {"redis", "rediss"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -159,6 +162,38 @@ def _sentinel_master(target: RedisTarget, common: dict[str, Any]) -> redis.Redis
         list(target.nodes), sentinel_kwargs=sentinel_options, **common)
     master: redis.Redis = sentinel.master_for(str(target.service))  # type: ignore[no-untyped-call]
     return master
+
+
+class LazyClient:
+    """A client made on first use and remade after a failed attempt to make it.
+
+    A cluster client reads the slot map when it is made, so with the cluster
+    down at start making it raises: that must be a fault of the first call
+    (counted, retried later), not a crash at start. The URL is checked now.
+    """
+
+    def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 connect_timeout_s: float | None = None, decode_responses: bool = False) -> None:
+        parse(url)
+        self.url = url
+        self._args = (timeout_s, connect_timeout_s, decode_responses)
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Client:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                self._client = connect(self.url, *self._args)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def redact(url: str) -> str:

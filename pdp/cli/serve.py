@@ -24,6 +24,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         config = settings.from_args(args)
+        config.cache.validate()
     except settings.ConfigError as exc:
         print(f"pdp serve: {exc}", file=sys.stderr)
         return 2
