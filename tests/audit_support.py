@@ -125,9 +125,9 @@ class GatedSink:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.entered = threading.Event()  # the writer is holding a batch
-        self.lines: list[str] = []
+        self.lines: list[bytes] = []
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         self.entered.set()
         self.gate.wait(30)
         self.lines.extend(lines)

@@ -22,6 +22,7 @@ from audit_support import (
 )
 
 from pdp.audit import AuditConfigError, AuditLog, AuditSettings, directory_source
+from pdp.audit.record import rfc3339
 from pdp.loader import load_policy_dir
 
 
@@ -177,3 +178,8 @@ def test_unusable_settings_are_refused(bad: dict[str, object]) -> None:
 def test_sensitive_paths_must_name_a_request_part() -> None:
     with pytest.raises(AuditConfigError, match="must start with one of"):
         AuditLog(AuditSettings(stdout=True, sensitive=("email",)))
+
+
+def test_time_is_rfc3339_utc_with_microseconds() -> None:
+    assert rfc3339(0.5) == "1970-01-01T00:00:00.500000Z"
+    assert rfc3339(1_795_000_000.000123) == "2026-11-18T11:06:40.000123Z"

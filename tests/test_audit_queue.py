@@ -78,7 +78,7 @@ def test_close_drains_everything_queued(policy_dir: Path) -> None:
 class BrokenSink:
     name = "broken"
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         raise OSError(28, "No space left on device")
 
     def close(self) -> None:
@@ -125,7 +125,7 @@ def test_rotation_keeps_a_bounded_number_of_files(policy_dir: Path, tmp_path: Pa
 def test_rotation_with_no_backups_starts_over(tmp_path: Path) -> None:
     sink = RotatingFileSink(tmp_path / "a.jsonl", max_bytes=100, backups=0)
     for i in range(10):
-        sink.write([json.dumps({"n": i, "pad": "x" * 30})])
+        sink.write([json.dumps({"n": i, "pad": "x" * 30}).encode()])
     sink.close()
     assert [p.name for p in tmp_path.iterdir()] == ["a.jsonl"]
     assert (tmp_path / "a.jsonl").stat().st_size <= 100

@@ -21,8 +21,9 @@ present, null when unknown):
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pdp.audit.redact import Redactor, scrub
@@ -42,8 +43,16 @@ class Pending(NamedTuple):
     meta: CallMeta
 
 
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`at` (epoch seconds) as RFC 3339 in UTC with microseconds; the date part is
+    formatted once per second, as records come in bursts."""
+    second = int(at)
+    return f"{_second(second)}.{int((at - second) * 1e6):06d}Z"
 
 
 def _entity(redactor: Redactor, root: str, type_: str, id_: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Where audit records go: stdout, a size-rotated JSON-lines file, a Redis Stream.
 
-A sink writes one batch of JSON lines per call and raises when it cannot.
+A sink writes one batch of JSON lines (bytes) per call and raises when it cannot.
 `GuardedSink` wraps each one so that a failure is counted, logged once when
 the sink starts failing and once when it recovers, and never propagates:
 records that reach a failing sink are lost and counted, and a failing sink
@@ -28,7 +28,7 @@ log = logging.getLogger("pdp.audit")
 class Sink(Protocol):
     name: str
 
-    def write(self, lines: Sequence[str]) -> None: ...
+    def write(self, lines: Sequence[bytes]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -38,9 +38,9 @@ class StdoutSink:
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         stream = self._stream or sys.stdout  # looked up late: tests and daemons swap stdout
-        stream.write("\n".join(lines) + "\n")
+        stream.write(b"\n".join(lines).decode() + "\n")
         stream.flush()
 
     def close(self) -> None:
@@ -59,10 +59,10 @@ class RotatingFileSink:
         self._file: BinaryIO | None = None
         self._size = 0
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         buf = bytearray()
         for line in lines:
-            data = line.encode() + b"\n"
+            data = line + b"\n"
             if self._current_size() + len(buf) + len(data) > self._max and (self._size or buf):
                 self._append(buf)
                 buf.clear()
@@ -125,7 +125,7 @@ class RedisStreamSink:
         self._stream = stream
         self._maxlen = maxlen
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for line in lines:
             pipe.xadd(self._stream, {"record": line}, maxlen=self._maxlen, approximate=True)
@@ -158,7 +158,7 @@ class GuardedSink:
     def healthy(self) -> bool:
         return not self._failing
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         now = time.monotonic()
         if self._failing and now < self._retry_at:
             self._lose(len(lines))
