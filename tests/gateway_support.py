@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +49,12 @@ def token(subject: str, lifetime: float = 300, **claims: Any) -> str:
     payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "iat": now,
                "exp": now + int(lifetime), **claims}
     return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # --- HTTP -------------------------------------------------------------------
