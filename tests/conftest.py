@@ -8,6 +8,7 @@ restart it. A missing redis-server binary fails the test: it is never skipped.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -69,6 +70,15 @@ class RedisServer:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing answers, as a hung server."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Kill the server abruptly, as a crash would."""
