@@ -11,9 +11,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+if TYPE_CHECKING:
+    from pdp.model import Request
+    from pdp.service import AuditRecorder, CallMeta, Outcome
 
 # Decisions take microseconds when cached and up to milliseconds otherwise.
 LATENCY_BUCKETS = (
@@ -101,6 +106,23 @@ def policy_loaded(version: str, source: Mapping[str, str] | None = None) -> None
 
 def jwt_failure(reason: str) -> None:
     JWT_FAILURES.labels(reason).inc()
+
+
+class DecisionMetrics:
+    """Counts each decision the service makes, then hands it on (usually to the audit log).
+
+    Plugs into `DecisionService(audit=...)`, the one per-decision hook, so the
+    decision path needs no metrics code of its own.
+    """
+
+    def __init__(self, then: AuditRecorder | None = None) -> None:
+        self._then = then
+
+    def record(self, request: Request, outcome: Outcome, meta: CallMeta) -> None:
+        effect = "allow" if outcome.decision.allowed else "deny"
+        observe_decision(effect, meta.frontend, outcome.latency_s)
+        if self._then is not None:
+            self._then.record(request, outcome, meta)
 
 
 @dataclass(frozen=True, slots=True)

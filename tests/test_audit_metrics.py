@@ -7,7 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_support import GatedSink, audited_service, bob_reads, git_policy_dir, hammer, meta
+from audit_support import (
+    GatedSink,
+    alice_reads,
+    audited_service,
+    bob_reads,
+    git_policy_dir,
+    hammer,
+    meta,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from pdp import metrics
@@ -96,3 +104,28 @@ def test_audit_queue_depth_drops_and_sink_health(server: metrics.MetricsServer,
         before, "pdp_audit_records_total", sink="gated", result="written")
     assert written == len(sink.lines) == 1 + depth
     assert value(after, "pdp_audit_queue_depth") == 0
+
+
+def test_decision_metrics_count_then_hand_on_to_the_audit_log(
+    server: metrics.MetricsServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "policies"
+    git_policy_dir(folder)
+    log_file = tmp_path / "audit.jsonl"
+    audit = AuditLog(AuditSettings(file=str(log_file)))
+    service = audited_service(folder, audit)
+    service.audit = metrics.DecisionMetrics(then=audit)
+    before = scrape(server)
+    service.check(alice_reads(), meta())
+    service.check(bob_reads(), meta())
+    service.check(bob_reads(), meta())
+    after = scrape(server)
+    audit.close()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("pdp_decisions_total", effect="allow", frontend="grpc") == 1
+    assert delta("pdp_decisions_total", effect="deny", frontend="grpc") == 2
+    assert delta("pdp_decision_latency_seconds_count", frontend="grpc") == 3
+    assert len(log_file.read_text().splitlines()) == 3
