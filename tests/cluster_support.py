@@ -7,13 +7,13 @@ redis-server). Each node also needs its cluster bus port (port + 10000) free.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 import redis
 from conftest import free_port, redis_server_binary
 
@@ -96,9 +96,9 @@ def _wait(check: Callable[[], object], timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster3]:
-    cluster = RedisCluster3(tmp_path_factory.mktemp("cluster"))
+@contextlib.contextmanager
+def running_cluster(workdir: Path) -> Iterator[RedisCluster3]:
+    cluster = RedisCluster3(workdir)
     try:
         cluster.start()
         yield cluster

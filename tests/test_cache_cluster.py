@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
-from cluster_support import RedisCluster3, redis_cluster  # noqa: F401  (fixture)
+from cluster_support import RedisCluster3, running_cluster
 from conftest import free_port
 
 from pdp import redisio
@@ -21,6 +23,12 @@ role editor {
 }
 grant editor to user:*
 """
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster3]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
 
 
 def requests(count: int) -> list[Request]:
