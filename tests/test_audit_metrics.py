@@ -20,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pdp import metrics
 from pdp.audit import AuditLog, AuditSettings
+from pdp.identity import IdentityConfig, IdentityResolver
+from pdp.model import Decision
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +131,14 @@ def test_decision_metrics_count_then_hand_on_to_the_audit_log(
     assert delta("pdp_decisions_total", effect="deny", frontend="grpc") == 2
     assert delta("pdp_decision_latency_seconds_count", frontend="grpc") == 3
     assert len(log_file.read_text().splitlines()) == 3
+
+
+def test_rejected_tokens_are_counted_by_reason(server: metrics.MetricsServer) -> None:
+    resolver = IdentityResolver(IdentityConfig())
+    before = scrape(server)
+    answer = resolver.resolve(bob_reads(), "not-a-token")
+    after = scrape(server)
+    assert isinstance(answer, Decision) and not answer.allowed
+    reason = answer.reasons[0].rule.removeprefix("pdp.identity.")
+    assert value(after, "pdp_jwt_failures_total", reason=reason) - value(
+        before, "pdp_jwt_failures_total", reason=reason) == 1

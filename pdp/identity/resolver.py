@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from types import MappingProxyType
 
+from pdp import metrics
 from pdp.identity.claims import TokenIdentity
 from pdp.identity.config import IdentityConfig, TrustRule
 from pdp.identity.jwt import TokenVerifier
@@ -25,8 +26,10 @@ class IdentityResolver:
         """Verify `token` and make it the request's subject, per the configured trust rule."""
         result = self.verifier.verify(token)
         if isinstance(result, Rejection):
+            metrics.jwt_failure(result.value)
             return rejection_decision(result, policy_version)
         if not _same_subject(request, result):
+            metrics.jwt_failure(Rejection.SUBJECT_MISMATCH.value)
             return rejection_decision(Rejection.SUBJECT_MISMATCH, policy_version)
         if self.config.trust is TrustRule.MERGE:
             properties = {**request.subject_properties, **result.properties}
