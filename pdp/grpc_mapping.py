@@ -35,12 +35,30 @@ class InvalidRequest(ValueError):
 
 def to_request(msg: pb.CheckRequest, limits: LimitsConfig) -> Request:
     """Validate a CheckRequest and turn it into the engine's Request."""
-    if not msg.HasField("subject"):
-        raise InvalidRequest("subject", "is required")
-    if not msg.HasField("action"):
-        raise InvalidRequest("action", "is required")
-    if not msg.HasField("resource"):
-        raise InvalidRequest("resource", "is required")
+    subject, action, resource = msg.subject, msg.action, msg.resource
+    stype, sid, name, rtype, rid = subject.type, subject.id, action.name, resource.type, resource.id
+    # One cheap test for the common case; the slow path finds which field is wrong.
+    if not (stype and sid and name and rtype and rid) or max(
+        len(stype) - limits.max_type_length, len(sid) - limits.max_id_length,
+        len(name) - limits.max_action_length, len(rtype) - limits.max_type_length,
+        len(rid) - limits.max_id_length, len(subject.token) - limits.max_token_length,
+    ) > 0:
+        _find_bad_field(msg, limits)
+    subject_props = _properties("subject.properties", subject.properties, limits)
+    return Request(
+        stype, sid, name, rtype, rid,
+        subject_props,
+        _properties("resource.properties", resource.properties, limits),
+        _properties("action.properties", action.properties, limits),
+        _properties("context", msg.context, limits),
+        _roles(subject_props) if subject_props else frozenset(),
+    )
+
+
+def _find_bad_field(msg: pb.CheckRequest, limits: LimitsConfig) -> None:
+    for part in ("subject", "action", "resource"):
+        if not msg.HasField(part):
+            raise InvalidRequest(part, "is required")
     subject, action, resource = msg.subject, msg.action, msg.resource
     _text("subject.type", subject.type, limits.max_type_length)
     _text("subject.id", subject.id, limits.max_id_length)
@@ -49,19 +67,6 @@ def to_request(msg: pb.CheckRequest, limits: LimitsConfig) -> Request:
     _text("action.name", action.name, limits.max_action_length)
     _text("resource.type", resource.type, limits.max_type_length)
     _text("resource.id", resource.id, limits.max_id_length)
-    subject_props = _properties("subject.properties", subject, limits)
-    return Request(
-        subject_type=subject.type,
-        subject_id=subject.id,
-        action=action.name,
-        resource_type=resource.type,
-        resource_id=resource.id,
-        subject_properties=subject_props,
-        resource_properties=_properties("resource.properties", resource, limits),
-        action_properties=_properties("action.properties", action, limits),
-        context=_properties("context", msg, limits, "context"),
-        roles=_roles(subject_props),
-    )
 
 
 def _text(field: str, value: str, limit: int) -> None:
@@ -71,10 +76,7 @@ def _text(field: str, value: str, limit: int) -> None:
         raise InvalidRequest(field, f"longer than {limit} characters")
 
 
-def _properties(
-    field: str, owner: Any, limits: LimitsConfig, name: str = "properties"
-) -> Mapping[str, Any]:
-    struct: struct_pb2.Struct = getattr(owner, name)
+def _properties(field: str, struct: struct_pb2.Struct, limits: LimitsConfig) -> Mapping[str, Any]:
     if not struct.fields:  # also true when unset: no conversion at all
         return EMPTY
     if struct.ByteSize() > limits.max_properties_bytes:
@@ -124,29 +126,35 @@ def _reason(reason: Reason) -> pb.Reason:
     )
 
 
-def to_response(outcome: Outcome) -> pb.CheckResponse:
+def response_fields(outcome: Outcome) -> dict[str, Any]:
+    """The CheckResponse fields of an outcome, for `CheckResponse(**f)` or `responses.add(**f)`
+    (adding in place spares the copy that assigning a built message into a batch makes)."""
     d = outcome.decision
-    return pb.CheckResponse(
-        decision=pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY,
-        allowed=d.allowed,
-        reasons=[_reason(r) for r in d.reasons],
-        policy_version=d.policy_version,
-        decision_id=outcome.decision_id,
-        cached=outcome.cached,
-        roles=sorted(d.roles),
-    )
+    return {
+        "decision": pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY,
+        "allowed": d.allowed,
+        "reasons": [_reason(r) for r in d.reasons],
+        "policy_version": d.policy_version,
+        "decision_id": outcome.decision_id,
+        "cached": outcome.cached,
+        "roles": sorted(d.roles),
+    }
 
 
-def invalid_response(error: InvalidRequest, decision_id: str, policy_version: str) -> pb.CheckResponse:
+def to_response(outcome: Outcome) -> pb.CheckResponse:
+    return pb.CheckResponse(**response_fields(outcome))
+
+
+def invalid_fields(error: InvalidRequest, decision_id: str, policy_version: str) -> dict[str, Any]:
     """The DENY a batch entry gets when it cannot be decided."""
-    return pb.CheckResponse(
-        decision=pb.DECISION_DENY,
-        allowed=False,
-        reasons=[pb.Reason(rule=INVALID_RULE, effect=pb.EFFECT_DENY, text=str(error))],
-        policy_version=policy_version,
-        decision_id=decision_id,
-        error=pb.Error(code="INVALID_ARGUMENT", message=str(error)),
-    )
+    return {
+        "decision": pb.DECISION_DENY,
+        "allowed": False,
+        "reasons": [pb.Reason(rule=INVALID_RULE, effect=pb.EFFECT_DENY, text=str(error))],
+        "policy_version": policy_version,
+        "decision_id": decision_id,
+        "error": pb.Error(code="INVALID_ARGUMENT", message=str(error)),
+    }
 
 
 def from_response(msg: pb.CheckResponse) -> Decision:

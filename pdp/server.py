@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +26,20 @@ from grpc_reflection.v1alpha import reflection
 from pdp import envoy
 from pdp.cache import TieredCache, build_cache
 from pdp.config import Config
-from pdp.grpc_mapping import InvalidRequest, invalid_response, to_request, to_response
+from pdp.grpc_mapping import (
+    InvalidRequest,
+    invalid_fields,
+    response_fields,
+    to_request,
+    to_response,
+)
 from pdp.http_server import HttpServer
 from pdp.identity.resolver import IdentityResolver
 from pdp.logs import fields
 from pdp.model import Request, deny_because
 from pdp.redis_sync import ReplicaSync
 from pdp.reload import PolicyReloader, ReloadResult
-from pdp.service import CallMeta, DecisionService, Outcome, PolicyHolder
+from pdp.service import CallMeta, DecisionService, Outcome, PolicyHolder, new_decision_id
 from pdp.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
 
 log = logging.getLogger("pdp.server")
@@ -72,13 +77,18 @@ class DecisionServicer:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"requests: {len(entries)} entries, more than the maximum of {self._limits.max_batch}",
             )
+        reply = decision_pb2.BatchCheckResponse()
         try:
-            return decision_pb2.BatchCheckResponse(responses=self._batch(entries, context))
+            self._batch(entries, context, reply.responses.add)
         except Exception:
             log.exception("batch check failed")
-            return decision_pb2.BatchCheckResponse(responses=[_internal_error() for _ in entries])
+            reply = decision_pb2.BatchCheckResponse(responses=[_internal_error() for _ in entries])
+        return reply
 
-    def _batch(self, entries: Sequence[Any], context: grpc.ServicerContext) -> list[Any]:
+    def _batch(
+        self, entries: Sequence[Any], context: grpc.ServicerContext, add: Callable[..., Any]
+    ) -> None:
+        """Decide the valid entries in one go (one policy version), answer each in order."""
         valid: list[Request] = []
         invalid: dict[int, InvalidRequest] = {}
         for i, entry in enumerate(entries):
@@ -86,16 +96,19 @@ class DecisionServicer:
                 valid.append(to_request(entry, self._limits))
             except InvalidRequest as exc:
                 invalid[i] = exc.within(f"requests[{i}]")
-        outcomes = iter(self._service.check_many(valid, self._meta(context)))
+        outcomes = self._service.check_many(valid, self._meta(context))
         if not invalid:
-            return [to_response(o) for o in outcomes]
-        policy = self._service.holder.current
-        version = policy.version if policy else ""
-        return [
-            invalid_response(invalid[i], uuid.uuid4().hex, version) if i in invalid
-            else to_response(next(outcomes))
-            for i in range(len(entries))
-        ]
+            for outcome in outcomes:
+                add(**response_fields(outcome))
+            return
+        version = outcomes[0].decision.policy_version if outcomes else _serving_version(
+            self._service.holder)
+        pending = iter(outcomes)
+        for i in range(len(entries)):
+            if i in invalid:
+                add(**invalid_fields(invalid[i], new_decision_id(), version))
+            else:
+                add(**response_fields(next(pending)))
 
     def _meta(self, context: grpc.ServicerContext) -> CallMeta:
         if self._service.audit is None:  # nobody reads it: skip the metadata walk
@@ -111,8 +124,13 @@ def call_meta(context: grpc.ServicerContext) -> CallMeta:
     return CallMeta("grpc", caller=caller, request_id=request_id)
 
 
+def _serving_version(holder: PolicyHolder) -> str:
+    policy = holder.current
+    return policy.version if policy else ""
+
+
 def _internal_error() -> Any:
-    return to_response(Outcome(deny_because("internal error", ""), uuid.uuid4().hex, False, 0.0))
+    return to_response(Outcome(deny_because("internal error", ""), new_decision_id(), False, 0.0))
 
 
 class AdminServicer:
