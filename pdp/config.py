@@ -152,7 +152,8 @@ class RedisConfig:
     )
     assignments: bool = setting(True, "merge the role assignments of `pdp grant` (needs the URL)")
     resync_seconds: float = setting(
-        5.0, "re-check the current bundle and the assignments this often, besides pub/sub"
+        1.0, "re-check the current bundle and the assignments this often, besides pub/sub "
+        "(one GET each: the bound on catching up on a missed announcement)"
     )
 
 

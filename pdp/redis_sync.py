@@ -58,7 +58,7 @@ class DeferredClient:
 class ReplicaSync:
     policy_loader: BundleLoader | None = None
     assignments: AssignmentSnapshot | None = None
-    resync_seconds: float = 5.0
+    resync_seconds: float = 1.0
     client: DeferredClient | None = None
     bundles: BundleFollower | None = None
     assignment_follower: AssignmentFollower | None = None
