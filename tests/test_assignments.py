@@ -233,3 +233,25 @@ def test_a_replica_that_missed_changes_catches_up(tmp_path: Path, published: str
         client.publish(CHANNEL, f'[{rev},"user:dan",""]')
         wait_until(lambda: follower.snapshot.get("user", "carol") is not None, 10, "gap re-read")
         assert follower.snapshot.rev == rev
+
+
+def test_checks_are_answered_while_redis_is_paused_and_changes_flow_after(
+    tmp_path: Path, published: str
+) -> None:
+    with in_process_replica(tmp_path, published, redis={"resync_seconds": "0.2"}) as server, \
+            PdpClient(f"127.0.0.1:{server.port}", timeout=2) as client:
+        assert server.sync is not None and server.sync.assignment_follower is not None
+        follower = server.sync.assignment_follower
+        store = store_for(published)
+        store.grant("user:bob", "approver")
+        wait_until(lambda: follower.snapshot.rev == store.rev(), 10, "grant applied")
+
+        redis.Redis.from_url(published).client_pause(3000)  # every client's commands wait
+        answers = [client.check("user:bob", "approve", "invoice:1", resource_properties=SMALL_INVOICE)
+                   for _ in range(50)]
+        assert all(a.allowed for a in answers)  # from the snapshot in memory
+
+        store.revoke("user:bob", "approver")  # runs once the pause ends
+        wait_until(lambda: not client.check(
+            "user:bob", "approve", "invoice:1", resource_properties=SMALL_INVOICE).allowed,
+            20, "revoke applied after the pause")

@@ -269,3 +269,31 @@ def test_replicas_catch_up_after_redis_restarts(tmp_path: Path, redis_server: Re
                 client.close()
         a.msg("redis failing; continuing without it")
         a.msg("redis recovered")
+
+
+def test_the_periodic_check_catches_up_without_any_announcement(tmp_path: Path, redis_url: str) -> None:
+    v1, v2 = policy_dir(tmp_path, "v1", POLICY_V1), policy_dir(tmp_path, "v2", POLICY_V2)
+    assert publish(str(v1), "--redis-url", redis_url) == 0
+    with in_process_replica(tmp_path, redis_url, redis={"resync_seconds": "0.2"}) as server, \
+            PdpClient(f"127.0.0.1:{server.port}") as client:
+        bundle = make_bundle(read_sources(v2), "me")
+        store_for(redis_url).store(bundle)
+        redis.Redis.from_url(redis_url).set(CURRENT_KEY, bundle.info.version)  # no announcement
+        wait_until(lambda: served_version(client) == bundle.info.version, 10, "caught up")
+
+
+def test_a_replica_started_while_redis_is_down_serves_once_it_is_up(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    redis_server.stop()
+    with replica(redis_server.url) as server, PdpClient(f"127.0.0.1:{server.port}") as client:
+        reply = client.check("user:anna", "approve", "invoice:1", resource_properties={"amount": 10})
+        assert not reply.allowed  # answered (no policy yet: fail closed), not an error
+        assert client.policy_info().HasField("last_error")
+        redis_server.start()
+        v1 = policy_dir(tmp_path, "v1", POLICY_V1)
+        assert publish(str(v1), "--redis-url", redis_server.url) == 0
+        wait_until(lambda: served_version(client) == version_of_dir(v1), 20, "v1 served")
+        assert not client.policy_info().HasField("last_error")
+        assert client.check("user:anna", "approve", "invoice:1",
+                            resource_properties={"amount": 10}).allowed
