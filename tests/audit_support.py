@@ -59,7 +59,7 @@ def alice_reads(**props: Any) -> Request:
         resource_properties={"owner": "alice", "labels": ["a", "b"]},
         action_properties={"reason": "ticket 7"},
         context={
-            "headers": {"Authorization": f"Bearer {TOKEN}", "cookie": COOKIE, "x-trace": "t-1"},
+            "headers": {"Authorization": f"Bearer {TOKEN}", "cookie": COOKIE, "x-trace": "trace-7f3a9c"},
             "ip": "10.0.0.1",
             "note": f"forwarded {TOKEN}",
             **props,

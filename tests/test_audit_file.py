@@ -79,7 +79,7 @@ def test_attributes_when_configured_without_tokens_or_sensitive_values(
     audit.close()
 
     text = log_file.read_text()
-    for secret in (TOKEN, EMAIL, COOKIE, "s3cr3t", "t-1"):
+    for secret in (TOKEN, EMAIL, COOKIE, "s3cr3t", "trace-7f3a9c"):
         assert secret not in text
     (record,) = read_records(log_file)
     subject, resource = record["subject"]["attributes"], record["resource"]["attributes"]

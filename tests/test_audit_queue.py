@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,7 +110,9 @@ def test_rotation_keeps_a_bounded_number_of_files(policy_dir: Path, tmp_path: Pa
     audit.close()
 
     files = sorted(p.name for p in log_file.parent.iterdir())
-    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.3"]
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.3",
+                     "audit.jsonl.lock"]
+    files.remove("audit.jsonl.lock")
     kept = []
     for name in reversed(files[1:]):  # oldest first
         path = log_file.parent / name
@@ -127,7 +130,7 @@ def test_rotation_with_no_backups_starts_over(tmp_path: Path) -> None:
     for i in range(10):
         sink.write([json.dumps({"n": i, "pad": "x" * 30}).encode()])
     sink.close()
-    assert [p.name for p in tmp_path.iterdir()] == ["a.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "a.jsonl.lock"]
     assert (tmp_path / "a.jsonl").stat().st_size <= 100
 
 
@@ -138,3 +141,29 @@ def test_stdout_sink(policy_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["subject"] == {"type": "user", "id": "bob", "roles": []}
     assert audit.sinks[0].sink.name == StdoutSink.name
+
+
+def _write_from_process(path: str, writer: int) -> None:
+    sink = RotatingFileSink(path, max_bytes=50_000, backups=20)
+    for start in range(0, 2000, 50):
+        sink.write([json.dumps({"writer": writer, "n": n, "pad": "x" * 60}).encode()
+                    for n in range(start, start + 50)])
+    sink.close()
+
+
+def test_worker_processes_share_one_rotating_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_from_process, args=(str(path), w)) for w in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    lines = [line for p in tmp_path.glob("audit.jsonl*") if not p.name.endswith(".lock")
+             for line in p.read_text().splitlines()]
+    records = [json.loads(line) for line in lines]  # no torn or interleaved line
+    assert sorted((r["writer"], r["n"]) for r in records) == [
+        (w, n) for w in range(3) for n in range(2000)
+    ]
+    assert all(p.stat().st_size <= 50_000 for p in tmp_path.glob("audit.jsonl*"))

@@ -9,11 +9,13 @@ is retried at most once a second so a dead Redis does not hold the writer.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol, TextIO
 
@@ -49,7 +51,12 @@ class StdoutSink:
 
 class RotatingFileSink:
     """JSON lines; past `max_bytes` the file becomes NAME.1 (NAME.1 -> NAME.2 ...),
-    keeping `backups` old files. Flushed once per batch, not fsynced."""
+    keeping `backups` old files. Flushed once per batch, not fsynced.
+
+    Worker processes may share one file: each batch is written holding an
+    exclusive lock (flock on NAME.lock), and a process that finds the path
+    naming another file (someone else rotated) reopens it before writing.
+    """
 
     def __init__(self, path: str | Path, max_bytes: int, backups: int) -> None:
         self.path = Path(path)
@@ -57,45 +64,59 @@ class RotatingFileSink:
         self._max = max_bytes
         self._backups = backups
         self._file: BinaryIO | None = None
-        self._size = 0
+        self._lock_fd: int | None = None
 
     def write(self, lines: Sequence[bytes]) -> None:
-        buf = bytearray()
-        for line in lines:
-            data = line + b"\n"
-            if self._current_size() + len(buf) + len(data) > self._max and (self._size or buf):
-                self._append(buf)
-                buf.clear()
-                self._rotate()
-            buf += data
-        self._append(buf)
+        with self._locked():
+            size = self._size()
+            buf = bytearray()
+            for line in lines:
+                data = line + b"\n"
+                if size + len(buf) + len(data) > self._max and (size or buf):
+                    self._append(buf)
+                    buf.clear()
+                    self._rotate()
+                    size = self._size()
+                buf += data
+            self._append(buf)
 
-    def _current_size(self) -> int:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._lock_fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock_path = self.path.with_name(self.path.name + ".lock")
+            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _size(self) -> int:
+        """The current file's size, (re)opening it when it is new or another process rotated it."""
+        if self._file is not None:
+            try:
+                same = os.path.samestat(os.stat(self.path), os.fstat(self._file.fileno()))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                self._close_file()
         if self._file is None:
-            self._open()
-        return self._size
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
-        self._size = os.fstat(self._file.fileno()).st_size
+            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
+        return os.fstat(self._file.fileno()).st_size
 
     def _append(self, data: bytes | bytearray) -> None:
-        if not data:
+        if not data or self._file is None:
             return
-        if self._file is None:
-            self._open()
-        assert self._file is not None
         try:
             self._file.write(data)
             self._file.flush()
         except OSError:
-            self.close()  # reopen (and re-measure) on the next batch
+            self._close_file()  # reopen on the next batch
             raise
-        self._size += len(data)
 
     def _rotate(self) -> None:
-        self.close()
+        self._close_file()
         if self._backups == 0:
             self.path.unlink(missing_ok=True)
             return
@@ -105,12 +126,20 @@ class RotatingFileSink:
                 os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         if self._file is not None:
             try:
                 self._file.close()
+            except OSError:
+                pass  # a failed flush of a broken file: the batch was already counted lost
             finally:
                 self._file = None
+
+    def close(self) -> None:
+        self._close_file()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class RedisStreamSink:
