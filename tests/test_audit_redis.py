@@ -107,6 +107,8 @@ def test_redis_killed_under_load_fails_no_check(
     log_file = tmp_path / "audit.jsonl"
     audit = AuditLog(AuditSettings(redis_url=redis_server.url, file=str(log_file)))
     service = audited_service(folder, audit)
+    health: list[bool] = []
+    audit.on_health = health.append
 
     assert hammer(service, threads=4, per_thread=250) == []
     wait_until(lambda: audit.status()["sinks"]["redis"]["written"] == 1000)
@@ -128,5 +130,6 @@ def test_redis_killed_under_load_fails_no_check(
 
     assert len([m for m in audit_warnings if "failing" in m]) == 1  # once per state change
     assert len([m for m in audit_warnings if "recovered" in m]) == 1
+    assert health == [False, True]
     assert audit.status()["sinks"]["redis"]["written"] > 1000
     assert len(log_file.read_text().splitlines()) >= 2000  # every decision reached the file

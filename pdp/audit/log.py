@@ -8,7 +8,7 @@ and I/O all happen on the writer thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -46,7 +46,10 @@ class AuditLog:
     def __init__(self, settings: AuditSettings, sinks: Sequence[Sink] | None = None) -> None:
         settings.validate()
         self.settings = settings
-        self.sinks = [GuardedSink(s) for s in (build_sinks(settings) if sinks is None else sinks)]
+        # Called (on the writer thread) with the new health when a sink fails or recovers.
+        self.on_health: Callable[[bool], None] | None = None
+        self.sinks = [GuardedSink(s, on_change=self._sink_changed)
+                      for s in (build_sinks(settings) if sinks is None else sinks)]
         self._sampler = Sampler(settings.sample_allow, settings.sample_deny)
         self._redactor = Redactor(settings.sensitive, settings.sensitive_mode, settings.hash_key)
         self._sources: dict[str, dict[str, Any]] = {}
@@ -80,6 +83,10 @@ class AuditLog:
         record = build_record(item, source, self._redactor, self.settings.attributes)
         # orjson: ten times faster than json here, and the writer shares the GIL with Checks.
         return orjson.dumps(record, default=str)
+
+    def _sink_changed(self) -> None:
+        if self.on_health is not None:
+            self.on_health(self.healthy)
 
     @property
     def healthy(self) -> bool:

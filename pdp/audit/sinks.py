@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol, TextIO
@@ -171,8 +171,10 @@ class RedisStreamSink:
 class GuardedSink:
     """A sink that never raises: it counts, logs state changes and backs off."""
 
-    def __init__(self, sink: Sink, retry_s: float = 1.0) -> None:
+    def __init__(self, sink: Sink, retry_s: float = 1.0,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.sink = sink
+        self._on_change = on_change
         self.name = sink.name
         self.written = Tally()
         self.lost = Tally()
@@ -205,6 +207,8 @@ class GuardedSink:
             metrics.audit_sink_up(self.name, True)
             log.warning("audit sink %s recovered; %d record(s) lost so far",
                         self.name, self.lost.value)
+            if self._on_change is not None:
+                self._on_change()
 
     def _fail(self, exc: Exception, now: float) -> None:
         self.failures.add()
@@ -214,6 +218,8 @@ class GuardedSink:
             self._failing = True
             metrics.audit_sink_up(self.name, False)
             log.warning("audit sink %s failing: %s", self.name, self.last_error)
+            if self._on_change is not None:
+                self._on_change()
 
     def _lose(self, count: int) -> None:
         self.lost.add(count)
