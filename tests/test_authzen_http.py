@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_support import BETH, RICK, TODO_POLICIES, http_call, identity_resolver, post_json, token
-from grpc_support import make_config, running_server
+from gateway_support import (
+    BETH,
+    RICK,
+    TODO_POLICIES,
+    free_port,
+    http_call,
+    identity_resolver,
+    post_json,
+    token,
+)
+from grpc_support import PdpProcess, make_config, running_server
 from identity_certs import CertificateAuthority
 
 from pdp.config import Config
@@ -255,3 +265,28 @@ def _https_post(port: int, context: ssl.SSLContext, payload: Any) -> int:
         return resp.status
     finally:
         conn.close()
+
+
+def test_every_worker_serves_http_on_the_same_port() -> None:
+    grpc_port, http_port = free_port(), free_port()
+    args = ["--workers", "2", "--policies", str(TODO_POLICIES), "--listen", f"127.0.0.1:{grpc_port}",
+            "--http", f"127.0.0.1:{http_port}", "--policy-watch", "false"]
+    with PdpProcess(args) as proc:
+        proc.msg("http listening", count=2)
+        proc.msg("policy loaded", count=2)
+        for _ in range(6):
+            status, _h, answer = post_json(http_port, EVALUATION, body())
+            assert (status, answer["decision"]) == (200, True)
+        assert proc.stop() == 0
+
+
+def test_an_http_port_in_use_stops_the_server() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--policies", str(TODO_POLICIES), "--listen", "127.0.0.1:0",
+                "--http", f"127.0.0.1:{port}"]
+        with PdpProcess(args) as proc:
+            assert proc.proc.wait(30) == 1
+            assert proc.msg("cannot listen")[0]["http"] == f"127.0.0.1:{port}"
