@@ -24,6 +24,9 @@ from pdp.logs import fields
 log = logging.getLogger("pdp.workers")
 
 RESTART_DELAY_S = 1.0
+# A worker that dies this soon after starting will not do better on a restart
+# (bad TLS file, port taken...): stop them all instead of looping.
+STARTUP_S = 10.0
 
 
 def supervise(config: Config, count: int) -> int:
@@ -33,16 +36,30 @@ def supervise(config: Config, count: int) -> int:
         return 1
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that has gRPC loaded
     procs: list[BaseProcess] = [_start(ctx, config, i) for i in range(count)]
+    started = [time.monotonic()] * count
     stop = threading.Event()
     _install_signal_handlers(stop, procs)
     log.info("workers started", extra=fields(workers=count, pids=[p.pid for p in procs]))
     while not stop.wait(0.5):
         for i, proc in enumerate(procs):
-            if proc.exitcode is not None and not stop.is_set():
-                log.error("worker died; restarting", extra=fields(worker=i, exitcode=proc.exitcode))
-                time.sleep(RESTART_DELAY_S)
-                procs[i] = _start(ctx, config, i)
+            if proc.exitcode is None or stop.is_set():
+                continue
+            if time.monotonic() - started[i] < STARTUP_S:
+                log.error("worker failed at startup; stopping all",
+                          extra=fields(worker=i, exitcode=proc.exitcode))
+                _terminate(procs)
+                stop.set()
+                break
+            log.error("worker died; restarting", extra=fields(worker=i, exitcode=proc.exitcode))
+            time.sleep(RESTART_DELAY_S)
+            procs[i], started[i] = _start(ctx, config, i), time.monotonic()
     return _stop_all(procs, config.server.grace_seconds)
+
+
+def _terminate(procs: list[BaseProcess]) -> None:
+    for proc in procs:
+        if proc.pid is not None and proc.exitcode is None:
+            os.kill(proc.pid, signal.SIGTERM)
 
 
 def _start(ctx: multiprocessing.context.SpawnContext, config: Config, index: int) -> BaseProcess:
@@ -64,9 +81,9 @@ def _install_signal_handlers(stop: threading.Event, procs: list[BaseProcess]) ->
             if proc.pid is not None and proc.exitcode is None:
                 os.kill(proc.pid, signum)
 
-    def on_stop(signum: int, frame: object) -> None:
+    def on_stop(_signum: int, _frame: object) -> None:
         stop.set()
-        forward(signal.SIGTERM, frame)
+        _terminate(procs)
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)

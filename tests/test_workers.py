@@ -50,3 +50,14 @@ def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
     with PdpProcess(args) as server:
         assert server.proc.wait(30) == 1
     assert "fixed port" in server.msg("cannot start workers")[0]["error"]
+
+
+def test_workers_that_fail_at_startup_stop_the_pool(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "p")
+    args = ["--policies", str(folder), "--listen", f"127.0.0.1:{free_port()}", "--workers", "2",
+            "--server-tls-cert-file", str(tmp_path / "missing.crt"),
+            "--server-tls-key-file", str(tmp_path / "missing.key")]
+    with PdpProcess(args) as server:
+        assert server.proc.wait(60) == 1
+    assert server.msg("worker failed at startup; stopping all")
+    assert server.msg("cannot listen")
