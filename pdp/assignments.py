@@ -191,8 +191,11 @@ class AssignmentSnapshot:
             properties = MappingProxyType({**request.subject_properties, **properties})
         elif not properties:
             properties = request.subject_properties
-        return dataclasses.replace(
-            request, roles=request.roles | entry.roles, subject_properties=properties
+        # The constructor, not dataclasses.replace: this runs per request and is ~4x faster.
+        return Request(
+            request.subject_type, request.subject_id, request.action, request.resource_type,
+            request.resource_id, properties, request.resource_properties,
+            request.action_properties, request.context, request.roles | entry.roles,
         )
 
     def replace_all(self, rev: int, records: Mapping[str, Assignment]) -> None:
