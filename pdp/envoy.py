@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from pdp.config import EnvoyConfig
 from pdp.identity.resolver import IdentityResolver
 from pdp.model import Decision, Request, deny_because
 from pdp.openapi import RouteTemplates
-from pdp.service import CallMeta, DecisionService, Outcome
+from pdp.service import CallMeta, DecisionService, Outcome, new_decision_id
 
 log = logging.getLogger("pdp.envoy")
 
@@ -154,7 +153,7 @@ class EnvoyAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
             log.exception("envoy check failed")
             return self._denied(
                 http_status_pb2.Forbidden, code_pb2.PERMISSION_DENIED,
-                {"decision": False, "error": "internal error"}, uuid.uuid4().hex,
+                {"decision": False, "error": "internal error"}, new_decision_id(),
             )
 
     def _check(self, http: HttpAttributes, context: grpc.ServicerContext) -> pb.CheckResponse:
@@ -202,7 +201,7 @@ class EnvoyAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
         self, request: Request, decision: Decision, meta: CallMeta, error: str | None
     ) -> pb.CheckResponse:
         """401: recorded in the audit like any decision, with a Bearer challenge."""
-        outcome = Outcome(decision, uuid.uuid4().hex, False, 0.0)
+        outcome = Outcome(decision, new_decision_id(), False, 0.0)
         if self._service.audit is not None:
             self._service.audit.record(request, outcome, meta)
         challenge = f'Bearer realm="{self._config.realm}"'
