@@ -8,17 +8,34 @@ lookup and a locked add). `start_metrics_server` serves them over HTTP.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    multiprocess,
+    start_http_server,
+)
 
 if TYPE_CHECKING:
     from pdp.model import Request
     from pdp.service import AuditRecorder, CallMeta, Outcome
+
+# Set (by the supervising process, for --workers) before any worker imports prometheus_client:
+# each worker then writes its metrics to files there, and the supervisor serves their sum.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
 
 # Decisions take microseconds when cached and up to milliseconds otherwise.
 LATENCY_BUCKETS = (
@@ -34,7 +51,8 @@ CACHE_LOOKUPS = Counter("pdp_cache_lookups", "Decision cache lookups by level an
                         ["level", "result"])
 REDIS_FAULTS = Counter("pdp_redis_faults", "Redis errors and timeouts, by component.",
                        ["component"])
-AUDIT_QUEUE_DEPTH = Gauge("pdp_audit_queue_depth", "Audit records waiting for the writer.")
+AUDIT_QUEUE_DEPTH = Gauge("pdp_audit_queue_depth", "Audit records waiting for the writer.",
+                          multiprocess_mode="livesum")
 AUDIT_DROPPED = Counter("pdp_audit_dropped", "Audit records not written, by reason.", ["reason"])
 AUDIT_SAMPLED_OUT = Counter("pdp_audit_sampled_out",
                             "Decisions not recorded because of sampling, by decision.",
@@ -42,9 +60,16 @@ AUDIT_SAMPLED_OUT = Counter("pdp_audit_sampled_out",
 AUDIT_RECORDS = Counter("pdp_audit_records", "Audit records handed to a sink, by result.",
                         ["sink", "result"])
 AUDIT_SINK_UP = Gauge("pdp_audit_sink_up", "1 while an audit sink is writing, 0 while failing.",
-                      ["sink"])
+                      ["sink"], multiprocess_mode="livemin")
 RELOADS = Counter("pdp_policy_reloads", "Policy reloads by result.", ["result"])
-POLICY = Info("pdp_policy", "The policy version being served and where it came from.")
+POLICY_HELP = "The policy version being served and where it came from."
+POLICY_LABELS = ("version", "kind", "path", "commit", "dirty", "published_by", "published_at")
+# Info metrics do not work across processes: with workers, the same series is a gauge.
+POLICY: Info | Gauge = (
+    Gauge("pdp_policy_info", POLICY_HELP, POLICY_LABELS, multiprocess_mode="livemax")
+    if MULTIPROCESS else Info("pdp_policy", POLICY_HELP)
+)
+_policy_labels: dict[str, str] | None = None
 JWT_FAILURES = Counter("pdp_jwt_failures", "Bearer tokens rejected, by reason.", ["reason"])
 
 _decision_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
@@ -91,8 +116,15 @@ def audit_sink_up(sink: str, up: bool) -> None:
 
 
 def audit_queue_depth(read: Callable[[], float]) -> None:
-    """Report the audit queue depth by calling `read` at each scrape."""
-    AUDIT_QUEUE_DEPTH.set_function(read)
+    """Report the audit queue depth by calling `read` at each scrape (one process)."""
+    if not MULTIPROCESS:
+        AUDIT_QUEUE_DEPTH.set_function(read)
+
+
+def audit_queue_depth_now(depth: int) -> None:
+    """The writer's periodic report of the depth, for workers (no scrape-time callbacks)."""
+    if MULTIPROCESS:
+        AUDIT_QUEUE_DEPTH.set(depth)
 
 
 def reload(success: bool) -> None:
@@ -101,7 +133,15 @@ def reload(success: bool) -> None:
 
 def policy_loaded(version: str, source: Mapping[str, str] | None = None) -> None:
     """Publish the version now served (and its source: git commit, publisher...)."""
-    POLICY.info({"version": version, **(source or {})})
+    global _policy_labels
+    labels = {"version": version, **(source or {})}
+    if isinstance(POLICY, Info):
+        POLICY.info(labels)
+        return
+    if _policy_labels is not None:
+        POLICY.labels(**_policy_labels).set(0)  # files keep every series: retire the old one
+    _policy_labels = {name: str(labels.get(name, "")) for name in POLICY_LABELS}
+    POLICY.labels(**_policy_labels).set(1)
 
 
 def jwt_failure(reason: str) -> None:
@@ -140,7 +180,25 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def start_metrics_server(host: str, port: int) -> MetricsServer:
+def start_metrics_server(host: str, port: int,
+                         registry: CollectorRegistry = REGISTRY) -> MetricsServer:
     """Serve /metrics on host:port (port 0 picks a free one) from a daemon thread."""
-    server, thread = start_http_server(port, addr=host)
+    server, thread = start_http_server(port, addr=host, registry=registry)
     return MetricsServer(server, thread)
+
+
+@contextmanager
+def shared_metrics(host: str, port: int) -> Iterator[MetricsServer]:
+    """For `--workers`: run the workers inside this block. Each worker (a process
+    spawned here, importing prometheus_client afresh) writes its metrics to files
+    in a private directory; this process serves them all, summed, on host:port."""
+    with tempfile.TemporaryDirectory(prefix="pdp-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+        server = start_metrics_server(host, port, registry)
+        try:
+            yield server
+        finally:
+            server.close()
+            os.environ.pop(MULTIPROC_ENV, None)

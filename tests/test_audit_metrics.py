@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,3 +144,32 @@ def test_rejected_tokens_are_counted_by_reason(server: metrics.MetricsServer) ->
     reason = answer.reasons[0].rule.removeprefix("pdp.identity.")
     assert value(after, "pdp_jwt_failures_total", reason=reason) - value(
         before, "pdp_jwt_failures_total", reason=reason) == 1
+
+
+def _worker_metrics(version: str) -> None:
+    assert metrics.MULTIPROCESS  # the supervisor's directory was in the environment at spawn
+    for _ in range(3):
+        metrics.observe_decision("allow", "grpc", 0.0003)
+    metrics.audit_queue_depth_now(5)
+    metrics.policy_loaded("old", {"kind": "dir"})
+    metrics.policy_loaded(version, {"kind": "git", "commit": "c0ffee"})
+
+
+def test_workers_metrics_are_served_summed_by_the_supervisor() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with metrics.shared_metrics("127.0.0.1", 0) as shared:
+        workers = [ctx.Process(target=_worker_metrics, args=("v2",)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+            assert worker.exitcode == 0
+        samples = scrape(shared)
+    assert value(samples, "pdp_decisions_total", effect="allow", frontend="grpc") == 6
+    assert value(samples, "pdp_decision_latency_seconds_count", frontend="grpc") == 6
+    policy = {"kind": "git", "path": "", "commit": "c0ffee", "dirty": "", "published_by": "",
+              "published_at": ""}
+    assert value(samples, "pdp_policy_info", version="v2", **policy) == 1
+    assert value(samples, "pdp_policy_info", version="old", **{**policy, "kind": "dir",
+                                                               "commit": ""}) == 0
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ

@@ -85,6 +85,7 @@ class BatchQueue(Generic[T]):
         while True:
             stopping = self._closed
             self._drain()
+            metrics.audit_queue_depth_now(len(self._items))
             if stopping:
                 return
             self._wake.wait(self._interval)
