@@ -107,7 +107,7 @@ class RedisCache:
         try:
             raw = self._reader.get().get(redis_key(key_digest))
         except redisio.ERRORS as exc:
-            self.tracker.fault(exc)
+            self._fault(exc)
             return None
         self.tracker.ok()
         if raw is None:
@@ -136,7 +136,7 @@ class RedisCache:
         try:
             self._reader.get().get(redis_key("probe"))
         except redisio.ERRORS as exc:
-            self.tracker.fault(exc)
+            self._fault(exc)
             return None
         self.tracker.ok()
         return time.perf_counter_ns() - start
@@ -157,6 +157,15 @@ class RedisCache:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=2)
+        self._reader.close()
+        self._writer.close()
+
+    def _fault(self, exc: Exception) -> None:
+        self.tracker.fault(exc)
+        # Drop every pooled connection, the writer's too: after a restart or a
+        # pause they are all stale, and each would fail once more and flap the
+        # state. The next use makes a fresh client (and re-reads a cluster's
+        # slot map).
         self._reader.close()
         self._writer.close()
 
@@ -184,7 +193,7 @@ class RedisCache:
                 pipe.set(redis_key(digest(decision_key)), encode(decision), px=self._ttl_ms)
             pipe.execute()
         except redisio.ERRORS as exc:
-            self.tracker.fault(exc)
+            self._fault(exc)
             self.dropped += len(batch)
             return
         self.tracker.ok()

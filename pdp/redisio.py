@@ -31,6 +31,7 @@ at a time should carry their own tag so they spread over the slots.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -190,9 +191,14 @@ class LazyClient:
             return self._client
 
     def close(self) -> None:
+        """Close every connection; the next `get` makes a new client."""
         with self._lock:
             client, self._client = self._client, None
-        if client is not None:
+        if client is None:
+            return
+        with contextlib.suppress(*ERRORS):
+            if isinstance(client, redis.Redis):
+                client.connection_pool.disconnect()  # a sentinel pool is not closed by close()
             client.close()
 
 
