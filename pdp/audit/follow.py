@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import redis
+from pdp import redisio
 
 _CHUNK = 64 * 1024
 
@@ -83,7 +83,7 @@ def stream_lines(url: str, stream: str, last: int | None, follow: bool,
                  block_ms: int = 1000) -> Iterator[str]:
     """Records of a Redis Stream: all or the last N, then new ones (XREAD BLOCK) if following."""
     # redis-py's stubs type replies as unions of every RESP shape; read them as Any.
-    client: Any = redis.Redis.from_url(url, decode_responses=True)
+    client: Any = redisio.connect(url, timeout_s=block_ms / 1000 + 5, decode_responses=True)
     try:
         if last is None:
             entries = client.xrange(stream)

@@ -76,9 +76,9 @@ class BatchQueue(Generic[T]):
                 return True
         return False
 
-    def _drop(self, reason: str) -> bool:
-        self.dropped.add()
-        metrics.audit_dropped(reason)
+    def _drop(self, reason: str, count: int = 1) -> bool:
+        self.dropped.add(count)
+        metrics.audit_dropped(reason, count)
         return False
 
     def _run(self) -> None:
@@ -113,3 +113,6 @@ class BatchQueue(Generic[T]):
         if self._thread.is_alive():
             log.warning("audit writer still busy after %.0fs; %d record(s) not written",
                         timeout_s, len(self._items))
+        elif self._items:  # put by callers racing the close, after the last drain
+            self._drop("closed", len(self._items))
+            self._items.clear()
