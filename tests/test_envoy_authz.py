@@ -13,9 +13,10 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc
-from gateway_support import BETH, ENVOY_EXAMPLE, GATEWAY_POLICIES, MORTY, RICK, identity_resolver, token
+from gateway_support import BETH, ENVOY_EXAMPLE, GATEWAY_POLICIES, MORTY, RICK, ROOT, identity_resolver, token
 from grpc_support import make_config, running_server, write_policies
 
+from pdp import config as settings
 from pdp.config import EnvoyConfig
 from pdp.envoy import EnvoyMapping, HttpAttributes
 from pdp.openapi import OpenApiError, RouteTemplates
@@ -207,3 +208,12 @@ def test_bad_openapi_files(tmp_path: Path) -> None:
     for name, message in (("bad.json", "not JSON"), ("nopaths.json", "paths"), ("gone.json", "cannot read")):
         with pytest.raises(OpenApiError, match=message):
             RouteTemplates.from_file(tmp_path / name)
+
+
+def test_the_example_config_loads() -> None:
+    config = settings.load(ENVOY_EXAMPLE / "pdp.toml")
+    assert config.server.listen == "127.0.0.1:50051"
+    assert config.http.listen == "127.0.0.1:8181"
+    assert config.envoy.openapi_file is not None
+    routes = RouteTemplates.from_file(ROOT / config.envoy.openapi_file)
+    assert routes.match("/users/rick").template == "/users/{userId}"  # type: ignore[union-attr]
