@@ -21,6 +21,7 @@ present, null when unknown):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pdp.audit.redact import Redactor, scrub
 
 if TYPE_CHECKING:
-    from pdp.model import Request
+    from pdp.model import Reason, Request
     from pdp.service import CallMeta, Outcome
 
 
@@ -56,6 +57,8 @@ def rfc3339(at: float) -> str:
 
 
 def _entity(redactor: Redactor, root: str, type_: str, id_: str) -> dict[str, Any]:
+    if not redactor.hides_identity:
+        return {"type": scrub(type_), "id": scrub(id_)}
     entity: dict[str, Any] = {}
     for field, value in (("type", type_), ("id", id_)):
         kept = redactor.identity(root, field, value)
@@ -66,6 +69,12 @@ def _entity(redactor: Redactor, root: str, type_: str, id_: str) -> dict[str, An
 
 def _optional(text: str | None) -> str | None:
     return None if text is None else scrub(text)
+
+
+def _reasons(reasons: tuple[Reason, ...]) -> list[Any]:
+    # orjson writes a Reason dataclass as {"rule", "effect", "text", "file", "line"} itself.
+    return [r if scrub(r.text) is r.text else dataclasses.replace(r, text=scrub(r.text))
+            for r in reasons]
 
 
 def build_record(item: Pending, source: Mapping[str, Any] | None, redactor: Redactor,
@@ -86,11 +95,7 @@ def build_record(item: Pending, source: Mapping[str, Any] | None, redactor: Reda
         "action": action,
         "resource": resource,
         "decision": "ALLOW" if decision.allowed else "DENY",
-        "reasons": [
-            {"rule": r.rule, "effect": r.effect.value, "text": scrub(r.text), "file": r.file,
-             "line": r.line}
-            for r in decision.reasons
-        ],
+        "reasons": _reasons(decision.reasons),
         "cached": outcome.cached,
         "latency_us": round(outcome.latency_s * 1e6, 1),
     }

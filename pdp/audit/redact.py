@@ -51,6 +51,8 @@ class Redactor:
                 raise AuditConfigError(f"audit.sensitive: {path!r} must start with one of {', '.join(ROOTS)}")
             self._paths.add(parts)
         self._hash_mode = mode == "hash"
+        # Whether any subject/resource type or id is configured sensitive (rare).
+        self.hides_identity = any(len(p) == 2 and p[1] in ("type", "id") for p in self._paths)
         self._key = hash_key.encode()
 
     def identity(self, root: str, field: str, value: str) -> str | None:
