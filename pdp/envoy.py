@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,7 @@ class EnvoyAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
             )
 
     def _check(self, http: HttpAttributes, context: grpc.ServicerContext) -> pb.CheckResponse:
+        start = time.perf_counter()
         meta = self._meta(http, context)
         token = bearer_token(http.headers)
         if token is None:
@@ -164,12 +166,12 @@ class EnvoyAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
             request = self._mapping.request(http, *subject)
             if self._config.require_token:
                 why = deny_because("a bearer token is required", self._version(), "pdp.identity.missing")
-                return self._unauthorized(request, why, meta, error=None)
+                return self._unauthorized(request, why, meta, None, start)
             return self._answer(request, self._service.check(request, meta))
         request = self._mapping.request(http, "", "")
         resolved = self._verify(request, token)
         if isinstance(resolved, Decision):
-            return self._unauthorized(request, resolved, meta, error="invalid_token")
+            return self._unauthorized(request, resolved, meta, "invalid_token", start)
         return self._answer(resolved, self._service.check(resolved, meta))
 
     def _verify(self, request: Request, token: str) -> Request | Decision:
@@ -198,10 +200,10 @@ class EnvoyAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
         )
 
     def _unauthorized(
-        self, request: Request, decision: Decision, meta: CallMeta, error: str | None
+        self, request: Request, decision: Decision, meta: CallMeta, error: str | None, start: float
     ) -> pb.CheckResponse:
         """401: recorded in the audit like any decision, with a Bearer challenge."""
-        outcome = Outcome(decision, new_decision_id(), False, 0.0)
+        outcome = Outcome(decision, new_decision_id(), False, time.perf_counter() - start)
         if self._service.audit is not None:
             self._service.audit.record(request, outcome, meta)
         challenge = f'Bearer realm="{self._config.realm}"'
