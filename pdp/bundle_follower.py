@@ -88,6 +88,7 @@ class BundleFollower:
     def _announced(self, data: Any) -> None:
         version = data.decode() if isinstance(data, bytes) else str(data)
         log.info("bundle announced", extra=fields(version=version))
+        self._loader.refused = None  # an announcement is worth a retry: it may be a repaired bundle
         self.sync("announcement")
 
     def sync(self, trigger: str) -> None:

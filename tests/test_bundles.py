@@ -297,3 +297,16 @@ def test_a_replica_started_while_redis_is_down_serves_once_it_is_up(
         assert not client.policy_info().HasField("last_error")
         assert client.check("user:anna", "approve", "invoice:1",
                             resource_properties={"amount": 10}).allowed
+
+
+def test_a_corrupted_version_republished_intact_is_served(tmp_path: Path, redis_url: str) -> None:
+    v1, v2 = policy_dir(tmp_path, "v1", POLICY_V1), policy_dir(tmp_path, "v2", POLICY_V2)
+    assert publish(str(v1), "--redis-url", redis_url) == 0
+    with in_process_replica(tmp_path, redis_url) as server, \
+            PdpClient(f"127.0.0.1:{server.port}") as client:
+        version = version_of_dir(v2)
+        _announce(redis_url, version, b"truncated")
+        wait_until(lambda: client.policy_info().HasField("last_error"), 10, "refused")
+        assert served_version(client) == version_of_dir(v1)
+        assert publish(str(v2), "--redis-url", redis_url) == 0  # same version, intact files
+        wait_until(lambda: served_version(client) == version, 10, "repaired version served")
