@@ -94,7 +94,7 @@ sys.stdin.read()
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("gateway")
     group.add_argument("--gateway-seconds", type=float, default=None,
-                       help="seconds of load per row (default 8; 2 with --quick)")
+                       help="seconds of load per row (default 6; 2 with --quick)")
     group.add_argument("--gateway-connections", type=int, default=8,
                        help="client threads, one keep-alive connection each (default 8)")
 
@@ -184,7 +184,7 @@ class Result:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
         rate = self.requests / self.seconds
         bad = 100.0 * self.unexpected / max(1, self.requests)
-        unit_rate = f"{rate * units:,.0f}" if units > 1 else ""
+        unit_rate = f"{rate * units:,.0f}" if units else ""
         return f"| {label} | {rate:,.0f} | {unit_rate} | {p50 / 1000:.2f} | {p99 / 1000:.2f} | {bad:.1f}% |"
 
 
@@ -245,34 +245,43 @@ def _calls() -> dict[str, Call]:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    seconds = args.gateway_seconds or (2.0 if args.quick else 8.0)
+    seconds = args.gateway_seconds or (2.0 if args.quick else 6.0)
     conns = args.gateway_connections
     calls = _calls()
+    results: list[tuple[str, Result, int]] = []
+
+    def measure(label: str, port: int, call: Call, decides: bool = True) -> None:
+        """One connection (the latency a request sees), then `conns` (throughput)."""
+        for n in (1, conns):
+            units = call.units if decides else 0
+            results.append((f"{label}, {n} conn", _load(port, call, n, seconds), units))
+
     with tempfile.TemporaryDirectory() as tmp, \
             _process([sys.executable, "-c", BACKEND]) as (backend,), \
             _process([sys.executable, "-c", PDP, ISSUER, AUDIENCE, SECRET.decode(), str(POLICIES),
                       str(EXAMPLE / "openapi.json")]) as (grpc_port, http_port):
         b, g, h = int(backend), int(grpc_port), int(http_port)
-        results = [("backend direct", _load(b, calls["allow"], conns, seconds), 1)]
+        measure("backend direct", b, calls["allow"], decides=False)
         with _envoy(Path(tmp), b, g, ext_authz=False) as port:
-            results.append(("Envoy, no ext_authz", _load(port, calls["allow"], conns, seconds), 1))
+            measure("Envoy, no ext_authz", port, calls["allow"], decides=False)
         with _envoy(Path(tmp), b, g, ext_authz=True) as port:
-            results.append(("Envoy + PDP, ALLOW (200)", _load(port, calls["allow"], conns, seconds), 1))
-            results.append(("Envoy + PDP, DENY (403)", _load(port, calls["deny"], conns, seconds), 1))
-        results.append(("AuthZEN evaluation", _load(h, calls["evaluation"], conns, seconds), 1))
-        batch = calls["batch"]
-        results.append((f"AuthZEN evaluations x{batch.units}", _load(h, batch, conns, seconds), batch.units))
+            measure("Envoy + PDP, ALLOW (200)", port, calls["allow"])
+            measure("Envoy + PDP, DENY (403)", port, calls["deny"])
+        measure("AuthZEN evaluation", h, calls["evaluation"])
+        measure(f"AuthZEN evaluations x{calls['batch'].units}", h, calls["batch"])
     lines = [
         f"## Gateways: Envoy ext_authz and AuthZEN HTTP{' (--quick)' if args.quick else ''}", "",
-        f"{conns} keep-alive connections, {seconds:g} s per row, {os.cpu_count()} cores, everything on "
-        "127.0.0.1 (client, backend, PDP, Envoy share the cores).", "",
+        f"{seconds:g} s per row, {os.cpu_count()} cores, everything on 127.0.0.1 (client, backend, "
+        "PDP, Envoy share the cores); N conn = N client threads with a keep-alive connection each.", "",
         "| path | requests/s | decisions/s | p50 ms | p99 ms | unexpected status |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [result.row(label, units) for label, result, units in results]
-    base = next(r for label, r, _ in results if label.startswith("Envoy, no"))
-    allow = next(r for label, r, _ in results if label.startswith("Envoy + PDP, ALLOW"))
-    lines += ["", _cost(base, allow)]
+    lines.append("")
+    for n in (1, conns):
+        base = next(r for label, r, _ in results if label == f"Envoy, no ext_authz, {n} conn")
+        allow = next(r for label, r, _ in results if label == f"Envoy + PDP, ALLOW (200), {n} conn")
+        lines.append(f"- {n} conn: {_cost(base, allow)}")
     return lines
 
 
@@ -281,5 +290,5 @@ def _cost(base: Result, allow: Result) -> str:
         return statistics.median(r.latencies_us) / 1000 if r.latencies_us else 0.0
 
     change = 100 * (allow.requests / allow.seconds) / max(1e-9, base.requests / base.seconds) - 100
-    return (f"The PDP in the path adds {p50(allow) - p50(base):.2f} ms at the median "
+    return (f"the PDP in the path adds {p50(allow) - p50(base):.2f} ms at the median "
             f"({p50(base):.2f} -> {p50(allow):.2f} ms); throughput changes by {change:+.0f}%.")
