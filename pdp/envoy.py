@@ -101,7 +101,8 @@ class EnvoyMapping:
     def __init__(self, config: EnvoyConfig, routes: RouteTemplates | None) -> None:
         self.config = config
         self.routes = routes
-        self._headers = tuple(h.lower() for h in config.context_headers)
+        # Never the Authorization header: the context reaches the audit log, a token must not.
+        self._headers = tuple(h.lower() for h in config.context_headers if h.lower() != "authorization")
 
     @classmethod
     def from_config(cls, config: EnvoyConfig) -> EnvoyMapping:
@@ -130,7 +131,7 @@ class EnvoyMapping:
             context=MappingProxyType(context),
         )
 
-    def anonymous_subject(self, http: HttpAttributes) -> tuple[str, str]:
+    def subject_without_token(self, http: HttpAttributes) -> tuple[str, str]:
         if http.principal:
             return self.config.principal_type, http.principal
         return self.config.anonymous_type, ANONYMOUS_ID
@@ -162,7 +163,7 @@ class EnvoyAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
         meta = self._meta(http, context)
         token = bearer_token(http.headers)
         if token is None:
-            subject = self._mapping.anonymous_subject(http)
+            subject = self._mapping.subject_without_token(http)
             request = self._mapping.request(http, *subject)
             if self._config.require_token:
                 why = deny_because("a bearer token is required", self._version(), "pdp.identity.missing")

@@ -217,3 +217,9 @@ def test_the_example_config_loads() -> None:
     assert config.envoy.openapi_file is not None
     routes = RouteTemplates.from_file(ROOT / config.envoy.openapi_file)
     assert routes.match("/users/rick").template == "/users/{userId}"  # type: ignore[union-attr]
+
+
+def test_the_token_never_enters_the_context() -> None:
+    mapping = EnvoyMapping(EnvoyConfig(context_headers=("Authorization", "user-agent")), None)
+    http = HttpAttributes.of(check_request(headers=bearer(RICK)))
+    assert mapping.request(http, "identity", RICK).context["headers"] == {"user-agent": "curl/8"}
