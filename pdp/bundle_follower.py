@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pdp.bundles import CHANNEL, BundleError, BundleStore
+from pdp.bundles import CHANNEL, BundleError, BundleInfo, BundleStore
 from pdp.errors import PolicyIssue, PolicySetError
 from pdp.loader import compile_sources
 from pdp.logs import fields
@@ -38,6 +38,7 @@ class BundleLoader:
     def __init__(self, store: BundleStore) -> None:
         self.store = store
         self._last: CompiledPolicy | None = None
+        self._info: BundleInfo | None = None
         # The last version refused for its content (not for a Redis error): not retried.
         self.refused: str | None = None
 
@@ -57,7 +58,15 @@ class BundleLoader:
             self.refused = version
             raise
         self._last = policy
+        self._info = bundle.info
         return policy
+
+    def published(self, version: str) -> tuple[str, float] | None:
+        """(published_by, published_at) of a loaded version, for the audit and metrics source."""
+        info = self._info
+        if info is None or info.version != version:
+            return None
+        return info.published_by, info.published_at
 
 
 class BundleFollower:

@@ -8,6 +8,7 @@ first load has run, and `stop` on shutdown.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ class ReplicaSync:
         loader = BundleLoader(BundleStore(client)) if config.policy.source == "redis" else None
         snapshot = AssignmentSnapshot() if config.redis.assignments else None
         return cls(loader, snapshot, config.redis.resync_seconds, client)
+
+    @property
+    def publisher(self) -> Callable[[str], tuple[str, float] | None] | None:
+        """Who published a served version (pdp.observability's Publisher), with bundles."""
+        return self.policy_loader.published if self.policy_loader is not None else None
 
     @property
     def uses_bundles(self) -> bool:

@@ -310,3 +310,14 @@ def test_a_corrupted_version_republished_intact_is_served(tmp_path: Path, redis_
         assert served_version(client) == version_of_dir(v1)
         assert publish(str(v2), "--redis-url", redis_url) == 0  # same version, intact files
         wait_until(lambda: served_version(client) == version, 10, "repaired version served")
+
+
+def test_the_replica_knows_who_published_the_version_it_serves(tmp_path: Path, redis_url: str) -> None:
+    v1 = policy_dir(tmp_path, "v1", POLICY_V1)
+    assert publish(str(v1), "--redis-url", redis_url, "--by", "alice@laptop") == 0
+    with in_process_replica(tmp_path, redis_url) as server:
+        assert server.sync is not None and server.sync.publisher is not None
+        published = server.sync.publisher(version_of_dir(v1))
+        assert published is not None and published[0] == "alice@laptop"
+        assert published[1] == store_for(redis_url).load(version_of_dir(v1)).info.published_at
+        assert server.sync.publisher("0" * 64) is None
