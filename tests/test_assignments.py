@@ -197,10 +197,10 @@ def test_three_replicas_converge_on_a_grant_and_a_revoke(published: str) -> None
                 for client in clients:
                     wait_until(lambda c=client: c.check(
                         "user:bob", "approve", "invoice:1", resource_properties=SMALL_INVOICE
-                    ).allowed is allowed, 20, f"replica answering allowed={allowed}")
+                    ).allowed is allowed, 30, f"replica answering allowed={allowed}")
 
             for client in clients:
-                wait_until(lambda c=client: c.policy_info().version, 20, "bundle loaded")
+                wait_until(lambda c=client: c.policy_info().version, 30, "bundle loaded")
             all_answer(False)
             assert run("grant", "approver", "user:bob", "--redis-url", published) == 0
             all_answer(True)

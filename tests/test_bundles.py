@@ -210,7 +210,7 @@ def test_three_replicas_converge_on_each_publish_and_rollback(tmp_path: Path, re
                 elif expected != served_version(clients[0]):  # roll back to v1
                     assert publish("--rollback", expected, "--redis-url", redis_url) == 0
                 for client in clients:
-                    wait_until(lambda c=client, e=expected: served_version(c) == e, 20,
+                    wait_until(lambda c=client, e=expected: served_version(c) == e, 30,
                                f"replica serving {expected[:12]}")
                     assert client.policy_info().source_dir == f"redis bundle {expected}"
         finally:
@@ -223,7 +223,7 @@ def test_a_replica_started_before_any_publish_loads_the_first_one(tmp_path: Path
         assert client.policy_info().version == ""
         v1 = policy_dir(tmp_path, "v1", POLICY_V1)
         assert publish(str(v1), "--redis-url", redis_url) == 0
-        wait_until(lambda: served_version(client) == version_of_dir(v1), 20, "first bundle served")
+        wait_until(lambda: served_version(client) == version_of_dir(v1), 30, "first bundle served")
 
 
 def test_a_replica_that_missed_the_announcement_catches_up_on_reconnect(
@@ -255,7 +255,7 @@ def test_replicas_catch_up_after_redis_restarts(tmp_path: Path, redis_server: Re
         clients = [PdpClient(f"127.0.0.1:{r.port}") for r in (a, b)]
         try:
             for client in clients:
-                wait_until(lambda c=client: served_version(c) == version_of_dir(v1), 20, "v1 served")
+                wait_until(lambda c=client: served_version(c) == version_of_dir(v1), 30, "v1 served")
             redis_server.stop()
             # Redis down: the replicas keep serving what they have.
             assert all(c.check("user:anna", "approve", "invoice:1",
@@ -263,7 +263,7 @@ def test_replicas_catch_up_after_redis_restarts(tmp_path: Path, redis_server: Re
             redis_server.start()  # empty: no persistence
             assert publish(str(v2), "--redis-url", url) == 0
             for client in clients:
-                wait_until(lambda c=client: served_version(c) == version_of_dir(v2), 20, "v2 served")
+                wait_until(lambda c=client: served_version(c) == version_of_dir(v2), 30, "v2 served")
         finally:
             for client in clients:
                 client.close()
@@ -293,7 +293,7 @@ def test_a_replica_started_while_redis_is_down_serves_once_it_is_up(
         redis_server.start()
         v1 = policy_dir(tmp_path, "v1", POLICY_V1)
         assert publish(str(v1), "--redis-url", redis_server.url) == 0
-        wait_until(lambda: served_version(client) == version_of_dir(v1), 20, "v1 served")
+        wait_until(lambda: served_version(client) == version_of_dir(v1), 30, "v1 served")
         assert not client.policy_info().HasField("last_error")
         assert client.check("user:anna", "approve", "invoice:1",
                             resource_properties={"amount": 10}).allowed

@@ -29,12 +29,12 @@ def test_publish_rollback_and_grant_through_a_cluster(tmp_path: Path, redis_clus
     v1, v2 = policy_dir(tmp_path, "v1", POLICY_V1), policy_dir(tmp_path, "v2", POLICY_V2)
     assert main(["publish", str(v1), "--redis-url", url]) == 0
     with replica(url) as server, PdpClient(f"127.0.0.1:{server.port}") as client:
-        wait_until(lambda: served_version(client) == version_of(read_sources(v1)), 20, "v1 served")
+        wait_until(lambda: served_version(client) == version_of(read_sources(v1)), 30, "v1 served")
 
         assert main(["publish", str(v2), "--redis-url", url]) == 0
-        wait_until(lambda: served_version(client) == version_of(read_sources(v2)), 20, "v2 served")
+        wait_until(lambda: served_version(client) == version_of(read_sources(v2)), 30, "v2 served")
         assert main(["publish", "--rollback", version_of(read_sources(v1)), "--redis-url", url]) == 0
-        wait_until(lambda: served_version(client) == version_of(read_sources(v1)), 20, "rolled back")
+        wait_until(lambda: served_version(client) == version_of(read_sources(v1)), 30, "rolled back")
 
         def approves() -> bool:
             return bool(client.check("user:bob", "approve", "invoice:1",
@@ -42,9 +42,9 @@ def test_publish_rollback_and_grant_through_a_cluster(tmp_path: Path, redis_clus
 
         assert not approves()
         assert main(["grant", "approver", "user:bob", "--redis-url", url]) == 0
-        wait_until(approves, 20, "grant seen")
+        wait_until(approves, 30, "grant seen")
         assert main(["revoke", "approver", "user:bob", "--redis-url", url]) == 0
-        wait_until(lambda: not approves(), 20, "revoke seen")
+        wait_until(lambda: not approves(), 30, "revoke seen")
 
     client_ = redisio.connect(url, timeout_s=5)
     assert [i.version for i in BundleStore(client_).list()] == [
