@@ -38,7 +38,8 @@ def to_request(msg: pb.CheckRequest, limits: LimitsConfig) -> Request:
     subject, action, resource = msg.subject, msg.action, msg.resource
     stype, sid, name, rtype, rid = subject.type, subject.id, action.name, resource.type, resource.id
     # One cheap test for the common case; the slow path finds which field is wrong.
-    if not (stype and sid and name and rtype and rid) or max(
+    # With a token, the subject may be left empty: the verified token names it.
+    if not (name and rtype and rid and ((stype and sid) or subject.token)) or max(
         len(stype) - limits.max_type_length, len(sid) - limits.max_id_length,
         len(name) - limits.max_action_length, len(rtype) - limits.max_type_length,
         len(rid) - limits.max_id_length, len(subject.token) - limits.max_token_length,
@@ -60,8 +61,8 @@ def _find_bad_field(msg: pb.CheckRequest, limits: LimitsConfig) -> None:
         if not msg.HasField(part):
             raise InvalidRequest(part, "is required")
     subject, action, resource = msg.subject, msg.action, msg.resource
-    _text("subject.type", subject.type, limits.max_type_length)
-    _text("subject.id", subject.id, limits.max_id_length)
+    _text("subject.type", subject.type, limits.max_type_length, optional=bool(subject.token))
+    _text("subject.id", subject.id, limits.max_id_length, optional=bool(subject.token))
     if len(subject.token) > limits.max_token_length:
         raise InvalidRequest("subject.token", f"longer than {limits.max_token_length} characters")
     _text("action.name", action.name, limits.max_action_length)
@@ -69,8 +70,8 @@ def _find_bad_field(msg: pb.CheckRequest, limits: LimitsConfig) -> None:
     _text("resource.id", resource.id, limits.max_id_length)
 
 
-def _text(field: str, value: str, limit: int) -> None:
-    if not value:
+def _text(field: str, value: str, limit: int, optional: bool = False) -> None:
+    if not value and not optional:
         raise InvalidRequest(field, "must not be empty")
     if len(value) > limit:
         raise InvalidRequest(field, f"longer than {limit} characters")

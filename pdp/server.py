@@ -36,7 +36,7 @@ from pdp.grpc_mapping import (
 from pdp.http_server import HttpServer
 from pdp.identity.resolver import IdentityResolver
 from pdp.logs import fields
-from pdp.model import Request, deny_because
+from pdp.model import Decision, Request, deny_because
 from pdp.redis_sync import ReplicaSync
 from pdp.reload import PolicyReloader, ReloadResult
 from pdp.service import CallMeta, DecisionService, Outcome, PolicyHolder, new_decision_id
@@ -53,20 +53,37 @@ _NO_AUDIT_META = CallMeta("grpc")
 class DecisionServicer:
     """pdp.v1.DecisionService."""
 
-    def __init__(self, service: DecisionService, config: Config) -> None:
+    def __init__(
+        self, service: DecisionService, config: Config, identity: IdentityResolver | None = None
+    ) -> None:
         self._service = service
         self._limits = config.limits
+        self._identity = identity
 
     def Check(self, request: decision_pb2.CheckRequest, context: grpc.ServicerContext) -> Any:
         try:
-            req = to_request(request, self._limits)
+            req = self._prepare(request)
         except InvalidRequest as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
+            if isinstance(req, Decision):  # the token was refused
+                return to_response(Outcome(req, new_decision_id(), False, 0.0))
             return to_response(self._service.check(req, self._meta(context)))
         except Exception:  # fail closed, keep serving
             log.exception("check failed")
             return _internal_error()
+
+    def _prepare(self, msg: decision_pb2.CheckRequest) -> Request | Decision:
+        """The validated request, about the token's subject when a token is given."""
+        req = to_request(msg, self._limits)
+        token = msg.subject.token
+        if not token:
+            return req
+        version = _serving_version(self._service.holder)
+        if self._identity is None:
+            return deny_because("token verification is not configured ([identity] issuers)",
+                                version, "pdp.identity.unconfigured")
+        return self._identity.resolve(req, token, version)
 
     def BatchCheck(
         self, request: decision_pb2.BatchCheckRequest, context: grpc.ServicerContext
@@ -89,26 +106,28 @@ class DecisionServicer:
         self, entries: Sequence[Any], context: grpc.ServicerContext, add: Callable[..., Any]
     ) -> None:
         """Decide the valid entries in one go (one policy version), answer each in order."""
-        valid: list[Request] = []
-        invalid: dict[int, InvalidRequest] = {}
+        items: list[Request | Decision | InvalidRequest] = []
         for i, entry in enumerate(entries):
             try:
-                valid.append(to_request(entry, self._limits))
+                items.append(self._prepare(entry))
             except InvalidRequest as exc:
-                invalid[i] = exc.within(f"requests[{i}]")
+                items.append(exc.within(f"requests[{i}]"))
+        valid = [item for item in items if isinstance(item, Request)]
         outcomes = self._service.check_many(valid, self._meta(context))
-        if not invalid:
+        if len(valid) == len(items):
             for outcome in outcomes:
                 add(**response_fields(outcome))
             return
         version = outcomes[0].decision.policy_version if outcomes else _serving_version(
             self._service.holder)
         pending = iter(outcomes)
-        for i in range(len(entries)):
-            if i in invalid:
-                add(**invalid_fields(invalid[i], new_decision_id(), version))
-            else:
+        for item in items:
+            if isinstance(item, Request):
                 add(**response_fields(next(pending)))
+            elif isinstance(item, InvalidRequest):
+                add(**invalid_fields(item, new_decision_id(), version))
+            else:
+                add(**response_fields(Outcome(item, new_decision_id(), False, 0.0)))
 
     def _meta(self, context: grpc.ServicerContext) -> CallMeta:
         if self._service.audit is None:  # nobody reads it: skip the metadata walk
@@ -244,7 +263,7 @@ def build_server(
         options=options,
     )
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(
-        DecisionServicer(service, config), grpc_server
+        DecisionServicer(service, config, identity), grpc_server
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), grpc_server)
     envoy.add_to_server(grpc_server, service, config.envoy, identity)
