@@ -7,8 +7,10 @@ Every test runs against a real redis-server on a free loopback port.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import grpc
 import pytest
 import redis
 from conftest import RedisServer
@@ -321,3 +323,72 @@ def test_the_replica_knows_who_published_the_version_it_serves(tmp_path: Path, r
         assert published is not None and published[0] == "alice@laptop"
         assert published[1] == store_for(redis_url).load(version_of_dir(v1)).info.published_at
         assert server.sync.publisher("0" * 64) is None
+
+
+class CheckLoad:
+    """Threads calling Check on every replica until stopped; every failed call is kept."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+        self.calls = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(p,)) for p in ports]
+
+    def __enter__(self) -> CheckLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def _run(self, port: int) -> None:
+        with PdpClient(f"127.0.0.1:{port}", timeout=5) as client:
+            while not self._stop.is_set():
+                try:
+                    reply = client.check("user:anna", "approve", "invoice:1",
+                                         resource_properties={"amount": 10})
+                    with self._lock:
+                        self.calls += 1
+                        self.versions.add(reply.policy_version)
+                        if not reply.allowed:
+                            self.failures.append(f"denied: {list(reply.reasons)}")
+                except grpc.RpcError as exc:
+                    with self._lock:
+                        self.failures.append(f"{exc.code()}: {exc.details()}")
+
+
+def test_replicas_under_load_swap_versions_and_ride_out_redis_faults_without_a_failed_check(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    url = redis_server.url
+    v1, v2 = policy_dir(tmp_path, "v1", POLICY_V1), policy_dir(tmp_path, "v2", POLICY_V2)
+    assert publish(str(v1), "--redis-url", url) == 0
+    with replica(url) as a, replica(url) as b:
+        clients = [PdpClient(f"127.0.0.1:{r.port}") for r in (a, b)]
+        try:
+            for client in clients:
+                wait_until(lambda c=client: served_version(c) == version_of_dir(v1), 30, "v1 served")
+            with CheckLoad([a.port, b.port]) as load:
+                wait_until(lambda: load.calls > 50, 30, "load running")
+                assert publish(str(v2), "--redis-url", url) == 0
+                for client in clients:
+                    wait_until(lambda c=client: served_version(c) == version_of_dir(v2), 30, "v2")
+                redis.Redis.from_url(url).client_kill_filter(_type="pubsub")
+                redis_server.stop()
+                calls = load.calls
+                wait_until(lambda: load.calls > calls + 50, 30, "load while Redis is down")
+                redis_server.start()
+                assert publish("--rollback", version_of_dir(v1), "--redis-url", url) == 1  # empty now
+                assert publish(str(v1), "--redis-url", url) == 0
+                for client in clients:
+                    wait_until(lambda c=client: served_version(c) == version_of_dir(v1), 30, "v1 again")
+            assert load.failures == []
+            assert load.versions == {version_of_dir(v1), version_of_dir(v2)}
+        finally:
+            for client in clients:
+                client.close()
