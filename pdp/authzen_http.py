@@ -21,11 +21,19 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pdp.authzen import Batch, RequestError, batch_from_json, decision_to_json, error_to_json
+from pdp.authzen import (
+    EXECUTE_ALL,
+    Batch,
+    RequestError,
+    batch_from_json,
+    decision_to_json,
+    error_to_json,
+)
 from pdp.authzen import request_from_json as authzen_request
 from pdp.config import Config
 from pdp.identity.reasons import TEXT, Rejection
 from pdp.identity.resolver import IdentityResolver
+from pdp.model import Request
 from pdp.service import CallMeta, DecisionService, Outcome
 
 log = logging.getLogger("pdp.authzen")
@@ -81,6 +89,8 @@ class AuthZenApi:
         return _json(request, {"evaluations": self._run(batch, meta)})
 
     def _run(self, batch: Batch, meta: CallMeta) -> list[dict[str, Any]]:
+        if batch.semantic == EXECUTE_ALL:
+            return self._run_all(batch, meta)
         results: list[dict[str, Any]] = []
         for i, entry in enumerate(batch.entries):
             try:
@@ -92,6 +102,18 @@ class AuthZenApi:
             if batch.stops_after(outcome.decision.allowed):
                 break
         return results
+
+    def _run_all(self, batch: Batch, meta: CallMeta) -> list[dict[str, Any]]:
+        """Every entry, all decided against one policy version (`check_many`)."""
+        requests: list[Request] = []
+        errors: dict[int, dict[str, Any]] = {}
+        for i, entry in enumerate(batch.entries):
+            try:
+                requests.append(authzen_request(entry))
+            except RequestError as exc:
+                errors[i] = error_to_json(f"evaluations[{i}]: {exc}")
+        outcomes = iter(self._service.check_many(requests, meta))
+        return [errors[i] if i in errors else _decision(next(outcomes)) for i in range(len(batch.entries))]
 
     async def configuration(self, request: HttpRequest) -> Response:
         base = str(request.base_url).rstrip("/")
