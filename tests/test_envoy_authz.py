@@ -14,11 +14,13 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from gateway_support import BETH, ENVOY_EXAMPLE, GATEWAY_POLICIES, MORTY, RICK, ROOT, identity_resolver, token
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_support import make_config, running_server, write_policies
 
 from pdp import config as settings
 from pdp.config import EnvoyConfig
-from pdp.envoy import EnvoyMapping, HttpAttributes
+from pdp.envoy import SERVICE_NAME, EnvoyMapping, HttpAttributes
 from pdp.openapi import OpenApiError, RouteTemplates
 from pdp.server import build_server
 
@@ -223,3 +225,13 @@ def test_the_token_never_enters_the_context() -> None:
     mapping = EnvoyMapping(EnvoyConfig(context_headers=("Authorization", "user-agent")), None)
     http = HttpAttributes.of(check_request(headers=bearer(RICK)))
     assert mapping.request(http, "identity", RICK).context["headers"] == {"user-agent": "curl/8"}
+
+
+def test_health_and_reflection_name_the_envoy_service(authz: Authz) -> None:
+    health = health_pb2_grpc.HealthStub(authz.channel)
+    answer = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(authz.channel)
+    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert SERVICE_NAME in names
