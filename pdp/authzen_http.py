@@ -44,6 +44,7 @@ EVALUATIONS = "/access/v1/evaluations"
 SEARCH = "/access/v1/search/{kind}"
 WELL_KNOWN = "/.well-known/authzen-configuration"
 REQUEST_ID = "x-request-id"
+CALLER_STATE = "pdp_caller"  # request.state key: the mTLS client's identity (pdp.http_server)
 
 
 class HttpError(Exception):
@@ -131,7 +132,8 @@ class AuthZenApi:
         """With `http.require_token`, the caller's bearer JWT must verify; it names the caller."""
         request_id = request.headers.get(REQUEST_ID)
         if not self._require_token:
-            return CallMeta(FRONTEND, request_id=request_id)
+            caller = request.scope.get("state", {}).get(CALLER_STATE)
+            return CallMeta(FRONTEND, caller=caller, request_id=request_id)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         challenge = f'Bearer realm="{self._realm}"'
         if scheme.lower() != "bearer" or not token.strip():

@@ -5,11 +5,13 @@ cache, audit) is the very one the gRPC servicers use. With `--workers N`
 every worker binds the same port with SO_REUSEPORT, as gRPC does, and the
 kernel spreads connections across them. With the server's TLS files set,
 HTTPS is served (mTLS when a client CA is set); the files are read at start,
-not followed on rotation as the gRPC credentials are.
+not followed on rotation as the gRPC credentials are. Under mTLS the client
+certificate's identity (SPIFFE ID, else CN) is the caller in the audit record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
@@ -17,9 +19,11 @@ import threading
 import time
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from pdp.authzen_http import create_app
+from pdp.authzen_http import CALLER_STATE, create_app
 from pdp.config import Config
+from pdp.identity.callers import identity_from_certificate
 from pdp.identity.resolver import IdentityResolver
 from pdp.service import DecisionService
 
@@ -43,6 +47,25 @@ def bind(listen: str, reuse_port: bool) -> socket.socket:
     return sock
 
 
+class MtlsCallerProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the verified client certificate's identity
+    in each request's state (uvicorn does not pass the peer certificate to the app)."""
+
+    _caller: str | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            self._caller = identity_from_certificate(ssl.DER_cert_to_PEM_cert(der).encode())
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._caller is not None:
+            self.scope["state"][CALLER_STATE] = self._caller
+
+
 class HttpServer:
     """One uvicorn server on a bound socket, in a daemon thread."""
 
@@ -55,7 +78,8 @@ class HttpServer:
             raise ValueError("http.listen is not set")
         self.socket = bind(listen, reuse_port)
         self.port: int = self.socket.getsockname()[1]
-        tls = config.server.tls if config.http.tls else None
+        tls = config.server.tls if config.http.tls and config.server.tls.cert_file else None
+        mtls = tls is not None and tls.client_ca_file is not None
         self._uvicorn = uvicorn.Server(uvicorn.Config(
             create_app(service, config, identity),
             log_config=None, access_log=False, lifespan="off",
@@ -63,7 +87,8 @@ class HttpServer:
             ssl_certfile=tls.cert_file if tls else None,
             ssl_keyfile=tls.key_file if tls else None,
             ssl_ca_certs=tls.client_ca_file if tls else None,
-            ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca_file else ssl.CERT_NONE,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if mtls else ssl.CERT_NONE,
+            http=MtlsCallerProtocol if mtls else "auto",
         ))
         self._thread = threading.Thread(target=self._serve, name="pdp-http", daemon=True)
 

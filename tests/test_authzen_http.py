@@ -238,15 +238,17 @@ def test_https_with_client_certificates(tmp_path: Path) -> None:
     ca, other = CertificateAuthority("pdp-ca"), CertificateAuthority("other-ca")
     cert, key = ca.issue("pdp", server=True).write(tmp_path, "server")
     (tmp_path / "ca.pem").write_bytes(ca.pem)
-    client_cert, client_key = ca.issue("gateway").write(tmp_path, "client")
+    client_cert, client_key = ca.issue("gateway", spiffe_id="spiffe://mesh.test/gateway").write(
+        tmp_path, "client")
     stranger_cert, stranger_key = other.issue("stranger").write(tmp_path, "stranger")
     tls = {"cert_file": cert, "key_file": key, "client_ca_file": tmp_path / "ca.pem"}
     config = make_config(TODO_POLICIES, http={"listen": "127.0.0.1:0"}, **{"server.tls": tls})
-    with serving(config) as (server, _recorder):
+    with serving(config) as (server, recorder):
         assert server.scheme == "https"
         good = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
         good.load_cert_chain(client_cert, client_key)
         assert _https_post(server.port, good, body()) == 200
+        assert recorder.records[-1][2].caller == "spiffe://mesh.test/gateway"
         no_cert = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
         with pytest.raises((ssl.SSLError, ConnectionError)):
             _https_post(server.port, no_cert, body())
