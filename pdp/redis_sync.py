@@ -2,12 +2,14 @@
 
 `ReplicaSync.from_config` builds the parts the settings ask for (nothing
 without `--redis-url`); the server plugs `policy_loader` into its reloader
-and `assignments` into its decision service, then calls `start` once the
-first load has run, and `stop` on shutdown.
+and `assignments` into its decision service, calls `start` before the first
+policy load (so a replica reports SERVING with its assignments in), and
+`stop` on shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +92,8 @@ class ReplicaSync:
         return PolicyReloader(holder, directory, load=self.policy_loader)
 
     def start(self, reloader: PolicyReloader) -> None:
-        """Follow Redis in background threads (each reconnects on its own)."""
+        """Read the assignments once, then follow Redis in background threads (each
+        reconnects on its own)."""
         if self.client is None:
             return
         if self.policy_loader is not None:
@@ -102,6 +105,8 @@ class ReplicaSync:
             self.assignment_follower = AssignmentFollower(
                 AssignmentStore(self.client), self.assignments, self.resync_seconds
             )
+            with contextlib.suppress(*redisio.ERRORS):  # Redis down: the follower retries
+                self.assignment_follower.reload("startup")
             self.assignment_follower.start()
 
     def stop(self) -> None:

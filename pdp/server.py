@@ -318,9 +318,9 @@ def run(
         log.error("cannot listen", extra=fields(http=config.http.listen, error=str(exc)))
         server.stop(0)
         return 1
-    server.reloader.reload("startup")
     sync = server.sync or ReplicaSync()
-    sync.start(server.reloader)
+    sync.start(server.reloader)  # first, so role assignments are in before health says SERVING
+    server.reloader.reload("startup")
     watch = config.policy.watch and not sync.uses_bundles
     watcher = server.reloader.watch(config.policy.debounce_ms) if watch else None
     while not stop.wait(1.0):

@@ -79,8 +79,8 @@ def in_process_replica(tmp_path: Path, redis_url: str, **sections: dict[str, Any
     server = build_server(make_config(tmp_path / "unused", **sections))
     assert server.sync is not None
     server.grpc_server.start()
+    server.sync.start(server.reloader)  # as `pdp serve` does: before the first load
     server.reloader.reload("test")
-    server.sync.start(server.reloader)
     try:
         yield server
     finally:

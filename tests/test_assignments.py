@@ -255,3 +255,11 @@ def test_checks_are_answered_while_redis_is_paused_and_changes_flow_after(
         wait_until(lambda: not client.check(
             "user:bob", "approve", "invoice:1", resource_properties=SMALL_INVOICE).allowed,
             20, "revoke applied after the pause")
+
+
+def test_a_replica_has_the_assignments_before_it_serves_its_first_policy(published: str) -> None:
+    store_for(published).grant("user:bob", "approver")
+    with replica(published) as server, PdpClient(f"127.0.0.1:{server.port}") as client:
+        wait_until(lambda: client.policy_info().version, 30, "bundle loaded")
+        assert client.check("user:bob", "approve", "invoice:1",
+                            resource_properties=SMALL_INVOICE).allowed  # no wait for pub/sub
