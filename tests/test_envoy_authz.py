@@ -235,3 +235,34 @@ def test_health_and_reflection_name_the_envoy_service(authz: Authz) -> None:
     replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert SERVICE_NAME in names
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list[tuple[Any, Any, Any]] = []
+
+    def record(self, request: Any, outcome: Any, meta: Any) -> None:
+        self.records.append((request, outcome, meta))
+
+
+def test_every_answer_is_audited_with_its_decision_id() -> None:
+    config = make_config(GATEWAY_POLICIES, envoy={"openapi_file": OPENAPI})
+    recorder = Recorder()
+    server = build_server(config, identity=identity_resolver())
+    server.service.audit = recorder
+    server.grpc_server.start()
+    server.reloader.reload("test")
+    client = Authz(server.port)
+    try:
+        ok = client.check(check_request("GET", "/todos", bearer(RICK)))
+        refused = client.check(check_request("GET", "/todos", bearer(RICK, lifetime=-120)))
+    finally:
+        client.channel.close()
+        server.stop(1.0)
+    (request, outcome, meta), (_bad_request, bad_outcome, bad_meta) = recorder.records
+    assert (meta.frontend, meta.request_id) == ("envoy", "r-1")
+    assert outcome.decision_id == headers_of(ok.ok_response.headers)["x-pdp-decision-id"]
+    assert (request.subject_type, request.subject_id, request.resource_id) == ("identity", RICK, "/todos")
+    assert bad_meta.frontend == "envoy"
+    assert bad_outcome.decision.reasons[0].rule == "pdp.identity.expired"
+    assert bad_outcome.decision_id == json.loads(refused.denied_response.body)["decision_id"]
