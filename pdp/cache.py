@@ -30,7 +30,7 @@ from pdp.config import Config
 from pdp.engine import decide, decision_key
 from pdp.model import Decision, Request
 from pdp.policy import CompiledPolicy
-from pdp.rediscache import RedisCache, digest
+from pdp.rediscache import RedisCache
 
 log = logging.getLogger("pdp.cache")
 
@@ -122,7 +122,7 @@ class TieredCache:
             counts.l1_misses += 1
         self._sample = (policy, request)
         if self._read_l2 and self.l2 is not None:
-            found = self.l2.get(digest(key), policy.version)
+            found = self.l2.get(key, policy.version)
             if found is not None:
                 counts.l2_hits += 1
                 if self.l1 is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -26,8 +27,13 @@ from typing import Any
 from pdp import redisio
 from pdp.model import Decision, Effect, Reason
 
+log = logging.getLogger("pdp.cache")
+
 NAMESPACE = "dc"
 WRITE_BATCH = 256
+# Writes wait up to this long to be batched; waking the writer per decision
+# would cost a thread switch on the decision path.
+WRITE_EVERY_S = 0.05
 
 
 def digest(decision_key: tuple[Any, ...]) -> str:
@@ -91,7 +97,9 @@ class RedisCache:
         self._queue: deque[tuple[tuple[Any, ...], Decision]] = deque()
         self._queue_size = queue_size
         self._wake = threading.Event()
+        self._retired: deque[redisio.Client] = deque()
         self._closed = False
+        self._busy = False
         self.written = 0
         self.dropped = 0
         self.corrupt = 0
@@ -99,13 +107,13 @@ class RedisCache:
         self._thread = threading.Thread(target=self._run, name="pdp-cache-writer", daemon=True)
         self._thread.start()
 
-    def get(self, key_digest: str, version: str) -> Decision | None:
+    def get(self, decision_key: tuple[Any, ...], version: str) -> Decision | None:
         """The stored decision, or None on a miss, a fault or a corrupt value."""
         if not self.tracker.available():
             self.skipped += 1
             return None
         try:
-            raw = self._reader.get().get(redis_key(key_digest))
+            raw = self._reader.get().get(redis_key(digest(decision_key)))
         except redisio.ERRORS as exc:
             self._fault(exc)
             return None
@@ -121,11 +129,11 @@ class RedisCache:
     def put(self, decision_key: tuple[Any, ...], decision: Decision) -> None:
         """Queue a write; never blocks. Dropped (and counted) when the queue is full."""
         queue = self._queue
-        if len(queue) >= self._queue_size:
+        if len(queue) >= self._queue_size or not self.tracker.healthy:
             self.dropped += 1
             return
         queue.append((decision_key, decision))
-        if len(queue) == 1:
+        if len(queue) == WRITE_BATCH:  # else the writer's next tick (WRITE_EVERY_S) takes it
             self._wake.set()
 
     def lookup_cost_ns(self) -> int | None:
@@ -148,33 +156,47 @@ class RedisCache:
         """Wait until the queue is empty (for tests and shutdown); True if it is."""
         deadline = time.monotonic() + timeout_s
         self._wake.set()
-        while self._queue and time.monotonic() < deadline:
+        while (self._queue or self._busy) and time.monotonic() < deadline:
             time.sleep(0.005)
-        return not self._queue
+        return not (self._queue or self._busy)
 
     def close(self) -> None:
         self.flush(1.0)
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=2)
+        while self._retired:
+            redisio.close_client(self._retired.popleft())
         self._reader.close()
         self._writer.close()
 
     def _fault(self, exc: Exception) -> None:
         self.tracker.fault(exc)
-        # Drop every pooled connection, the writer's too: after a restart or a
-        # pause they are all stale, and each would fail once more and flap the
-        # state. The next use makes a fresh client (and re-reads a cluster's
-        # slot map).
-        self._reader.close()
-        self._writer.close()
+        # Retire every pooled connection, the writer's too: after a restart or
+        # a pause they are all stale, and each would fail once more and flap
+        # the state. The next use makes a fresh client (and re-reads a
+        # cluster's slot map); the writer thread closes the old ones, since
+        # closing waits for calls still in flight on them.
+        for lazy in (self._reader, self._writer):
+            old = lazy.detach()
+            if old is not None:
+                self._retired.append(old)
+        self._wake.set()
 
     def _run(self) -> None:
         while not self._closed:
-            self._wake.wait(0.05)
+            self._wake.wait(WRITE_EVERY_S)
             self._wake.clear()
+            while self._retired:
+                redisio.close_client(self._retired.popleft())
             while self._queue and not self._closed:
-                self._write(self._take(WRITE_BATCH))
+                self._busy = True  # before taking: flush() must not see an empty queue and idle
+                try:
+                    self._write(self._take(WRITE_BATCH))
+                except Exception:  # the writer must outlive any one bad batch
+                    log.exception("level-2 cache write failed")
+                finally:
+                    self._busy = False
 
     def _take(self, count: int) -> list[tuple[tuple[Any, ...], Decision]]:
         queue = self._queue

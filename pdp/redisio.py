@@ -190,16 +190,26 @@ class LazyClient:
                 self._client = connect(self.url, *self._args)
             return self._client
 
-    def close(self) -> None:
-        """Close every connection; the next `get` makes a new client."""
+    def detach(self) -> Client | None:
+        """Stop handing out the current client (the next `get` makes a new one) and
+        return it, for the caller to `close_client` where blocking does not matter:
+        closing waits for the calls still in flight on it."""
         with self._lock:
             client, self._client = self._client, None
-        if client is None:
-            return
-        with contextlib.suppress(*ERRORS):
-            if isinstance(client, redis.Redis):
-                client.connection_pool.disconnect()  # a sentinel pool is not closed by close()
-            client.close()
+        return client
+
+    def close(self) -> None:
+        close_client(self.detach())
+
+
+def close_client(client: Client | None) -> None:
+    """Close every connection of `client`; never raises."""
+    if client is None:
+        return
+    with contextlib.suppress(*ERRORS):
+        if isinstance(client, redis.Redis):
+            client.connection_pool.disconnect()  # a sentinel pool is not closed by close()
+        client.close()
 
 
 def redact(url: str) -> str:
