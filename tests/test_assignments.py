@@ -26,7 +26,7 @@ from pdp.assignments import (
 from pdp.cli import main
 from pdp.client import PdpClient
 from pdp.engine import decide
-from pdp.loader import load_policy_dir
+from pdp.loader import load_policy_dir, read_sources, version_of
 from pdp.model import Request
 
 SMALL_INVOICE = {"amount": 10}
@@ -263,3 +263,17 @@ def test_a_replica_has_the_assignments_before_it_serves_its_first_policy(publish
         wait_until(lambda: client.policy_info().version, 30, "bundle loaded")
         assert client.check("user:bob", "approve", "invoice:1",
                             resource_properties=SMALL_INVOICE).allowed  # no wait for pub/sub
+
+
+def test_publishing_a_version_without_an_assigned_role_warns(
+    tmp_path: Path, published: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("grant", "auditor", "user:bob", "--redis-url", published) == 0
+    renamed = POLICY_V1.replace("role auditor inherits approver", "role reader")
+    without = policy_dir(tmp_path, "without", renamed)
+    assert run("publish", str(without), "--redis-url", published) == 0
+    err = capsys.readouterr().err
+    assert "warning: role 'auditor' is assigned to 1 subject(s) (e.g. user:bob) but not defined" in err
+    v1 = version_of(read_sources(tmp_path / "v1"))
+    assert run("publish", "--rollback", v1, "--redis-url", published) == 0
+    assert "warning" not in capsys.readouterr().err

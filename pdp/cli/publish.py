@@ -10,9 +10,11 @@ from typing import Any
 import redis
 
 from pdp import redisio
+from pdp.assignments import AssignmentStore
 from pdp.bundles import Bundle, BundleError, BundleStore, default_publisher, make_bundle
 from pdp.errors import PolicySetError
 from pdp.loader import compile_sources, read_sources
+from pdp.policy import CompiledPolicy
 from pdp.testing import run_tests
 
 CLI_TIMEOUT_S = 5.0
@@ -65,10 +67,12 @@ def run_publish(args: argparse.Namespace) -> int:
         store = _store(args.redis_url)
         if args.rollback is not None:
             return _rollback(store, args.rollback)
-        bundle = _prepare(args.dir, args.by or default_publisher(), args.force)
-        if bundle is None:
+        prepared = _prepare(args.dir, args.by or default_publisher(), args.force)
+        if prepared is None:
             return 1
+        bundle, policy = prepared
         store.publish(bundle)
+        warn_undefined_roles(store, policy)
     except redisio.RedisUrlError as exc:
         return _fail(str(exc), 2)
     except BundleError as exc:
@@ -82,13 +86,30 @@ def run_publish(args: argparse.Namespace) -> int:
 
 def _rollback(store: BundleStore, prefix: str) -> int:
     version = store.resolve(prefix)
-    store.load(version)  # never make a corrupt bundle current
+    bundle = store.load(version)  # never make a corrupt bundle current
     store.make_current(version)
     print(f"rolled back: {version} is current")
+    try:
+        warn_undefined_roles(store, compile_sources(list(bundle.sources)))
+    except PolicySetError:
+        print("warning: this version does not compile with this pdp", file=sys.stderr)
     return 0
 
 
-def _prepare(folder: str, published_by: str, force: bool) -> Bundle | None:
+def warn_undefined_roles(store: BundleStore, policy: CompiledPolicy) -> None:
+    """Assigned roles (`pdp grant`) the new current version does not define: they stay
+    assigned but match no rule, which is worth a word to whoever publishes."""
+    _rev, records = AssignmentStore(store.redis).read_all()
+    holders: dict[str, list[str]] = {}
+    for subject, assignment in sorted(records.items()):
+        for role in sorted(assignment.roles - policy.roles.keys()):
+            holders.setdefault(role, []).append(subject)
+    for role, subjects in holders.items():
+        print(f"warning: role {role!r} is assigned to {len(subjects)} subject(s) (e.g. {subjects[0]}) "
+              "but not defined by this version; it grants nothing until defined again", file=sys.stderr)
+
+
+def _prepare(folder: str, published_by: str, force: bool) -> tuple[Bundle, CompiledPolicy] | None:
     """The bundle of a folder that compiles and whose tests pass (or `force`); None otherwise."""
     try:
         sources = read_sources(folder)
@@ -106,7 +127,7 @@ def _prepare(folder: str, published_by: str, force: bool) -> Bundle | None:
     if failed:
         print(f"warning: publishing with {len(failed)} failing test(s): {', '.join(failed)}",
               file=sys.stderr)
-    return make_bundle(sources, published_by)
+    return make_bundle(sources, published_by), policy
 
 
 def run_list(args: argparse.Namespace) -> int:
