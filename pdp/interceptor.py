@@ -12,17 +12,23 @@ cannot answer aborts it with UNAVAILABLE (fail closed). A policy might say:
     server = grpc.server(pool, interceptors=[
         AuthorizationInterceptor(PdpClient("pdp:50051"), subject_from_metadata("x-caller")),
     ])
+
+`AsyncAuthorizationInterceptor` (with an AsyncPdpClient) does the same for
+`grpc.aio` servers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import grpc
+import grpc.aio
 
-from pdp.client import PdpClient, make_request
+from pdp.client import AsyncPdpClient, PdpClient, make_request
+from pdp.v1 import decision_pb2
 
 HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
@@ -59,7 +65,40 @@ def subject_from_peer(subject_type: str = "service") -> Identify:
     return identify
 
 
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What the sync and asyncio interceptors share: the question and the verdict."""
+
+    identify: Identify
+    action: str
+    resource_type: str
+    skip: Collection[str]
+
+    def question(self, method: str, caller: Caller) -> decision_pb2.CheckRequest:
+        return make_request(
+            caller.subject, self.action, f"{self.resource_type}:{method.lstrip('/')}",
+            subject_properties=caller.properties, token=caller.token, context={"method": method},
+        )
+
+
+Refusal = tuple[grpc.StatusCode, str]
+NO_CALLER: Refusal = (grpc.StatusCode.UNAUTHENTICATED, "no caller identity")
+
+
+def _unavailable(exc: grpc.RpcError) -> Refusal:
+    return grpc.StatusCode.UNAVAILABLE, f"authorization unavailable: {exc.code()}"
+
+
+def _verdict(answer: decision_pb2.CheckResponse) -> Refusal | None:
+    if answer.allowed:
+        return None
+    why = "; ".join(f"{r.rule}: {r.text}" if r.text else r.rule for r in answer.reasons)
+    return grpc.StatusCode.PERMISSION_DENIED, f"denied by policy: {why}"
+
+
 class AuthorizationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """For `grpc.server(...)`; asks the PDP with a blocking PdpClient."""
+
     def __init__(
         self,
         pdp: PdpClient,
@@ -71,34 +110,72 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         timeout: float | None = None,
     ) -> None:
         self._pdp = pdp
-        self._identify = identify
-        self._action = action
-        self._resource_type = resource_type
-        self._skip = skip
+        self._rules = _Rules(identify, action, resource_type, skip)
         self._timeout = timeout
 
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
-        if handler is None or details.method in self._skip:
+        if handler is None or details.method in self._rules.skip:
             return handler
         method: str = details.method
         return _guarded(handler, lambda context: self._authorize(method, context))
 
     def _authorize(self, method: str, context: grpc.ServicerContext) -> None:
-        caller = self._identify(context)
+        refusal = self._refusal(method, context)
+        if refusal is not None:
+            _abort(context, *refusal)
+
+    def _refusal(self, method: str, context: grpc.ServicerContext) -> Refusal | None:
+        caller = self._rules.identify(context)
         if caller is None:
-            _abort(context, grpc.StatusCode.UNAUTHENTICATED, "no caller identity")
-        request = make_request(
-            caller.subject, self._action, f"{self._resource_type}:{method.lstrip('/')}",
-            subject_properties=caller.properties, token=caller.token, context={"method": method},
-        )
+            return NO_CALLER
         try:
-            answer = self._pdp.check_request(request, timeout=self._timeout)
+            answer = self._pdp.check_request(self._rules.question(method, caller),
+                                             timeout=self._timeout)
         except grpc.RpcError as exc:
-            _abort(context, grpc.StatusCode.UNAVAILABLE, f"authorization unavailable: {exc.code()}")
-        if not answer.allowed:
-            why = "; ".join(f"{r.rule}: {r.text}" if r.text else r.rule for r in answer.reasons)
-            _abort(context, grpc.StatusCode.PERMISSION_DENIED, f"denied by policy: {why}")
+            return _unavailable(exc)
+        return _verdict(answer)
+
+
+class AsyncAuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """For `grpc.aio.server(...)` with async handlers; asks the PDP with an AsyncPdpClient."""
+
+    def __init__(
+        self,
+        pdp: AsyncPdpClient,
+        identify: Identify,
+        *,
+        action: str = "call",
+        resource_type: str = "grpc",
+        skip: Collection[str] = HEALTH_METHODS,
+        timeout: float | None = None,
+    ) -> None:
+        self._pdp = pdp
+        self._rules = _Rules(identify, action, resource_type, skip)
+        self._timeout = timeout
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method in self._rules.skip:
+            return handler
+        method: str = details.method
+        return _guarded_async(handler, lambda context: self._authorize(method, context))
+
+    async def _authorize(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        refusal = await self._refusal(method, context)
+        if refusal is not None:
+            await context.abort(*refusal)  # raises
+
+    async def _refusal(self, method: str, context: grpc.aio.ServicerContext) -> Refusal | None:
+        caller = self._rules.identify(context)
+        if caller is None:
+            return NO_CALLER
+        try:
+            answer = await self._pdp.check_request(self._rules.question(method, caller),
+                                                   timeout=self._timeout)
+        except grpc.RpcError as exc:
+            return _unavailable(exc)
+        return _verdict(answer)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -140,5 +217,49 @@ def _stream(
     def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         check(context)
         yield from behavior(request, context)
+
+    return guarded
+
+
+AsyncCheck = Callable[[Any], Awaitable[None]]
+
+
+def _guarded_async(handler: Any, check: AsyncCheck) -> Any:
+    """As _guarded, for grpc.aio handlers (coroutines and async generators)."""
+    if handler.unary_unary:
+        make, behavior = grpc.unary_unary_rpc_method_handler, _unary_async(handler.unary_unary, check)
+    elif handler.unary_stream:
+        make, behavior = grpc.unary_stream_rpc_method_handler, _stream_async(handler.unary_stream, check)
+    elif handler.stream_unary:
+        make, behavior = grpc.stream_unary_rpc_method_handler, _unary_async(handler.stream_unary, check)
+    else:
+        make, behavior = (grpc.stream_stream_rpc_method_handler,
+                          _stream_async(handler.stream_stream, check))
+    return make(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _unary_async(behavior: Callable[[Any, Any], Any], check: AsyncCheck) -> Callable[[Any, Any], Any]:
+    async def guarded(request: Any, context: Any) -> Any:
+        await check(context)
+        return await behavior(request, context)
+
+    return guarded
+
+
+def _stream_async(
+    behavior: Callable[[Any, Any], Any], check: AsyncCheck
+) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    async def guarded(request: Any, context: Any) -> AsyncIterator[Any]:
+        await check(context)
+        result = behavior(request, context)
+        if inspect.isasyncgen(result):
+            async for item in result:
+                yield item
+        else:  # a coroutine that writes with context.write()
+            await result
 
     return guarded

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from pathlib import Path
 
 import grpc
+import grpc.aio
 import pytest
 from conftest import free_port
 from grpc_support import SERVICES_POLICY, make_config, running_server, write_policies
 
-from pdp.client import PdpClient
-from pdp.interceptor import AuthorizationInterceptor, subject_from_metadata
+from pdp.client import AsyncPdpClient, PdpClient
+from pdp.interceptor import (
+    AsyncAuthorizationInterceptor,
+    AuthorizationInterceptor,
+    subject_from_metadata,
+)
 
 
 def echo_service() -> grpc.GenericRpcHandler:
@@ -96,3 +102,55 @@ def test_pdp_down_fails_closed(tmp_path: Path) -> None:
     finally:
         server.stop(None)
         pdp.close()
+
+
+# ---- grpc.aio ----
+
+def async_echo_service() -> grpc.GenericRpcHandler:
+    async def ping(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        return b"pong:" + request
+
+    async def repeat(request: bytes, _context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        for _ in range(2):
+            yield request
+
+    return grpc.method_handlers_generic_handler("test.Echo", {
+        "Ping": grpc.unary_unary_rpc_method_handler(ping),
+        "Secret": grpc.unary_unary_rpc_method_handler(ping),
+        "Repeat": grpc.unary_stream_rpc_method_handler(repeat),
+    })
+
+
+def test_asyncio_interceptor(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "p", {"services.policy": SERVICES_POLICY})
+
+    async def scenario(pdp_port: int) -> list[object]:
+        pdp = AsyncPdpClient(f"127.0.0.1:{pdp_port}", timeout=2, attempts=1)
+        interceptor = AsyncAuthorizationInterceptor(pdp, subject_from_metadata("x-caller"))
+        server = grpc.aio.server(handlers=[async_echo_service()], interceptors=[interceptor])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        results: list[object] = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            ping = channel.unary_unary("/test.Echo/Ping")
+            secret = channel.unary_unary("/test.Echo/Secret")
+            repeat = channel.unary_stream("/test.Echo/Repeat")
+            results.append(await ping(b"hi", metadata=[("x-caller", "service:anyone")]))
+            for call in (secret(b"hi", metadata=[("x-caller", "service:anyone")]),
+                         ping(b"hi")):
+                try:
+                    await call
+                except grpc.aio.AioRpcError as exc:
+                    results.append(exc.code())
+            admin = [("x-caller", "service:admin")]
+            results.append([item async for item in repeat(b"x", metadata=admin)])
+        await server.stop(None)
+        await pdp.close()
+        return results
+
+    with running_server(make_config(folder)) as pdp_server:
+        results = asyncio.run(scenario(pdp_server.port))
+    assert results == [
+        b"pong:hi", grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+        [b"x", b"x"],
+    ]
