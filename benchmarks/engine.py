@@ -24,6 +24,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import gc
+import math
 import multiprocessing
 import os
 import re
@@ -69,12 +70,12 @@ def plans(quick: bool) -> dict[str, Plan]:
         return {
             "10": Plan({"ours": REQUESTS, "cedarpy": 2_000, "casbin": 1_000}, {"ours": 2}),
             "1k": Plan({"ours": REQUESTS, "cedarpy": 500, "casbin": 100}, {"ours": 2}),
-            "100k": Plan({"ours": REQUESTS, "cedarpy": 0, "casbin": 0}, {"ours": 1}),
+            "100k": Plan({"ours": 2_000, "cedarpy": 0, "casbin": 0}, {"ours": 1}),
         }
     return {
         "10": Plan({"ours": REQUESTS, "cedarpy": REQUESTS, "casbin": REQUESTS}, {"ours": 5}),
         "1k": Plan({"ours": REQUESTS, "cedarpy": REQUESTS, "casbin": 1_000}, {"ours": 5}),
-        "100k": Plan({"ours": REQUESTS, "cedarpy": 100, "casbin": 10}, {"ours": 3}),
+        "100k": Plan({"ours": REQUESTS, "cedarpy": 50, "casbin": 10}, {"ours": 3}),
     }
 
 
@@ -86,6 +87,7 @@ class Result:
     engine: str
     size: str
     compile_s: float = 0.0
+    compile_cpu_s: float = 0.0  # process CPU time: steadier than wall time on a busy machine
     rss_mib: float = 0.0
     median_us: float = 0.0
     p99_us: float = 0.0
@@ -109,18 +111,25 @@ def _pin_one_cpu() -> None:
 def time_calls(
     call: Callable[[Any], bool], items: Sequence[Any], rounds: int, batch: int
 ) -> tuple[list[float], list[bool]]:
-    """Per-decision samples in ns (one per batch) and the first round's answers."""
+    """Per-decision samples in ns (one per batch of calls) and the answers, in order.
+
+    With one round the answers come from the timed round itself (the slow
+    engines are not run twice); with more, from an untimed first pass, so
+    that every timed round sees the same warm state."""
     clock = time.perf_counter_ns
-    for item in items[:200]:  # warm up caches of the interpreter, not of the engine
+    for item in items[: min(200, max(1, len(items) // 10))]:  # warm the interpreter
         call(item)
-    answers = [call(item) for item in items]
+    answers = [call(item) for item in items] if rounds > 1 else []
     samples: list[float] = []
     for _ in range(rounds):
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             t0 = clock()
-            for item in chunk:
-                call(item)
+            if rounds == 1:
+                answers.extend([call(item) for item in chunk])
+            else:
+                for item in chunk:
+                    call(item)
             samples.append((clock() - t0) / len(chunk))
     return samples, answers
 
@@ -241,7 +250,9 @@ def time_cold(policy: Any, call: Callable[[Any], bool], items: Sequence[Any]) ->
 
 def _fill(result: Result, samples: list[float]) -> None:
     result.median_us = statistics.median(samples) / 1000
-    result.p99_us = statistics.quantiles(samples, n=100)[98] / 1000 if len(samples) > 1 else 0.0
+    # A p99 of fewer than 100 samples would be made up; NaN prints as "n/a".
+    enough = len(samples) >= 100
+    result.p99_us = statistics.quantiles(samples, n=100)[98] / 1000 if enough else math.nan
     result.mean_us = statistics.fmean(samples) / 1000
 
 
@@ -270,13 +281,14 @@ def measure(
     load, prepare = LOADERS[engine]
     gc.collect()
     rss0 = _rss_bytes()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         state = load(written)
     except Exception as err:  # a missing or broken engine is a row, not a crash
         result.error = f"{type(err).__name__}: {err}"[:300]
         return [result]
     result.compile_s = time.perf_counter() - t0
+    result.compile_cpu_s = time.process_time() - c0
     gc.collect()
     result.rss_mib = (_rss_bytes() - rss0) / 2**20
     call, items = prepare(state, reqs)
@@ -307,18 +319,24 @@ def measure_in_child(*args: Any) -> list[Result]:
 # ---- the suite ----
 
 
-def mismatches(results: list[Result]) -> tuple[int, int]:
-    """(requests compared, requests on which some engines disagree)."""
-    answered = [r.decisions for r in results if r.decisions]  # one per engine
-    if len(answered) < 2:
-        return 0, 0
-    n = min(len(d) for d in answered)
-    bad = sum(1 for i in range(n) if len({d[i] for d in answered}) > 1)
-    return n, bad
+def mismatches(a: Result, b: Result) -> tuple[int, int]:
+    """(requests both answered, requests on which they disagree)."""
+    n = min(len(a.decisions), len(b.decisions))
+    return n, sum(1 for x, y in zip(a.decisions[:n], b.decisions[:n], strict=True) if x != y)
+
+
+def mismatch_line(size: str, results: list[Result]) -> str:
+    answered = [r for r in results if r.decisions]
+    pairs = []
+    for i, a in enumerate(answered):
+        for b in answered[i + 1 :]:
+            n, bad = mismatches(a, b)
+            pairs.append(f"{a.engine} vs {b.engine} **{bad}** of {n:,}")
+    return f"- {size}: decisions that differ: {'; '.join(pairs)}."
 
 
 def _fmt(x: float, digits: int = 1) -> str:
-    return f"{x:,.{digits}f}"
+    return "n/a" if math.isnan(x) else f"{x:,.{digits}f}"
 
 
 def _row(r: Result, rules: int, ours: Result | None) -> str:
@@ -333,7 +351,7 @@ def _row(r: Result, rules: int, ours: Result | None) -> str:
     notes = list(r.notes)
     if r.answered < REQUESTS:
         notes.append(f"subset: first {r.answered:,} requests")
-    loaded = f"{r.compile_s:.2f} | {r.rss_mib:,.0f}" if r.compile_s else " | "
+    loaded = f"{r.compile_s:.2f} ({r.compile_cpu_s:.2f}) | {r.rss_mib:,.0f}" if r.compile_s else " | "
     return (
         f"| {r.size} | {r.engine} | {rules:,} | {loaded} "
         f"| {_fmt(r.median_us, 2)} | {_fmt(r.p99_us, 2)} | {_fmt(r.mean_us, 2)} "
@@ -342,7 +360,7 @@ def _row(r: Result, rules: int, ours: Result | None) -> str:
 
 
 HEADER = [
-    "| size | engine | rules | compile s | RSS Δ MiB | median µs | p99 µs | mean µs "
+    "| size | engine | rules | compile s (CPU s) | RSS Δ MiB | median µs | p99 µs | mean µs "
     "| requests | x ours | notes |",
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
 ]
@@ -359,11 +377,14 @@ def bench_size(size: Size, root: Path, plan: Plan, args: argparse.Namespace) -> 
     for engine in args.engines:
         count = plan.requests.get(engine, 0)
         if not count:
-            skipped = Result(engine, size.name, notes=["skipped at this size (too slow)"])
-            results.append(skipped)
+            note = "not run at this size with --quick (it scans every rule)"
+            results.append(Result(engine, size.name, notes=[note]))
             continue
         rounds = plan.rounds.get(engine, 1)
-        rows = measure_in_child(engine, size.name, written, count, rounds, args.batch, args.trace)
+        # The others take 30 µs or more a call: timer overhead is nothing to them.
+        batch = args.batch if engine == "ours" else 1
+        trace = args.tracemalloc == "all" or (args.tracemalloc == "small" and size.rules < 100_000)
+        rows = measure_in_child(engine, size.name, written, count, rounds, batch, trace)
         for res in rows:
             print(f"[engine] {size.name} {res.engine}: "
                   + (res.error or f"compile {res.compile_s:.2f} s, median {res.median_us:.2f} µs"),
@@ -383,7 +404,7 @@ def _target_line(size: str, ours: Result, base: Result | None) -> str:
         ratio = ours.median_us / base.median_us
         text += (f"; {ratio:.2f}x the {base.size}-rule set "
                  f"(target ≤ {TARGET_RATIO:g}x: {_verdict(ratio <= TARGET_RATIO)})")
-    text += f"; compile {ours.compile_s:.2f} s"
+    text += f"; compile {ours.compile_s:.2f} s wall, {ours.compile_cpu_s:.2f} s CPU"
     if size == SIZES[-1].name:
         text += f" (target < {TARGET_COMPILE_S:g} s: {_verdict(ours.compile_s < TARGET_COMPILE_S)})"
     return text
@@ -399,10 +420,7 @@ def summary_lines(all_results: dict[str, list[Result]]) -> list[str]:
             allow = answered[0].decisions.count("1") / len(answered[0].decisions)
             lines.append(f"- {size}: {allow:.0%} of the requests are ALLOW.")
         if len(answered) > 1:
-            n, bad = mismatches(results)
-            engines = ", ".join(r.engine for r in answered)
-            lines.append(f"- {size}: decisions that differ between {engines}: "
-                         f"**{bad}** of the {n:,} requests all of them answered.")
+            lines.append(mismatch_line(size, results))
         ours = next((r for r in results if r.engine == "ours" and r.answered), None)
         if ours is not None:
             lines.append(_target_line(size, ours, base))
@@ -413,7 +431,8 @@ def run(args: argparse.Namespace) -> list[str]:
     """The suite entry point for `python -m benchmarks`."""
     args.engines = getattr(args, "engines", None) or ENGINES
     args.batch = getattr(args, "batch", None) or 10
-    args.trace = not args.quick
+    if args.tracemalloc is None:
+        args.tracemalloc = "none" if args.quick else "small"
     sizes = [s for s in SIZES if not args.sizes or s.name in args.sizes]
     plan = plans(args.quick)
     all_results: dict[str, list[Result]] = {}
@@ -427,9 +446,11 @@ def run(args: argparse.Namespace) -> list[str]:
         ours = next((r for r in results if r.engine == "ours"), None)
         lines += [_row(r, rules[size_name], ours) for r in results]
     lines += ["", *summary_lines(all_results), ""]
-    lines.append(f"Per-decision samples: batches of {args.batch} calls timed with "
-                 "perf_counter_ns, one CPU, fresh process per row; RSS Δ is the growth over "
-                 f"the load. Machine: {os.cpu_count()} CPUs, `{platform_line()}`.")
+    lines.append(f"Per-decision samples: our engine in batches of {args.batch} calls, the others "
+                 "call by call, timed with perf_counter_ns; one CPU, a fresh process per engine "
+                 "and size; RSS Δ is the growth over the load. "
+                 f"Machine: {os.cpu_count()} CPUs, {platform_line()}. "
+                 f"Command: `python -m benchmarks{' --quick' if args.quick else ''}`.")
     return lines
 
 
@@ -445,5 +466,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="policy sizes to run (default: all)")
     group.add_argument("--engines", nargs="+", choices=ENGINES,
                        help="engines to run (default: all)")
+    group.add_argument("--tracemalloc", choices=("none", "small", "all"),
+                       help="also load our policy under tracemalloc: at no size, below 100k "
+                       "(default), or at every size (slow: a second 100k compile, traced)")
     group.add_argument("--batch", type=int, default=10,
                        help="consecutive calls per timing sample (default 10)")
