@@ -45,8 +45,8 @@ POLL_S = 0.001
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--convergence-replicas", type=int, default=3, metavar="N",
-                        help="convergence suite: replica processes (default 3)")
+    parser.add_argument("--convergence-replicas", default="2,3", metavar="N[,N...]",
+                        help="convergence suite: replica processes per run (default 2,3)")
     parser.add_argument("--convergence-rounds", type=int, default=20, metavar="N",
                         help="convergence suite: changes of each kind (default 20; 5 with --quick)")
 
@@ -156,8 +156,28 @@ def _row(name: str, replicas: int, samples: list[float]) -> str:
 
 def run(args: argparse.Namespace) -> list[str]:
     rounds = 5 if args.quick else args.convergence_rounds
-    count = args.convergence_replicas
-    publish, grant, revoke = [], [], []
+    counts = [int(n) for n in str(args.convergence_replicas).split(",") if n.strip()]
+    rows = [row for count in counts for row in _measure(count, rounds)]
+    return [
+        "## Convergence across replicas (publish, grant, revoke)",
+        "",
+        f"Real redis-server and {' or '.join(map(str, counts))} `pdp serve --policy-source redis` "
+        f"processes on loopback; {rounds} changes of each kind. Time from the change in Redis "
+        "until every replica serves it (PolicyInfo version, or the Check answer), in milliseconds.",
+        "",
+        "| change | replicas | rounds | median ms | p95 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"CPU: {os.cpu_count()} cores. Command: `python -m benchmarks --only convergence`.",
+    ]
+
+
+def _measure(count: int, rounds: int) -> list[str]:
+    """One table row per kind of change, for `count` replicas."""
+    publish: list[float] = []
+    grant: list[float] = []
+    revoke: list[float] = []
     with _redis_server() as url:
         client = redis.Redis.from_url(url)
         bundles, assignments = BundleStore(client), AssignmentStore(client)
@@ -177,19 +197,9 @@ def run(args: argparse.Namespace) -> list[str]:
                     replicas, lambda r: not _allowed(r),
                     lambda: assignments.revoke("user:bob", "approver")))
     return [
-        "## Convergence across replicas (publish, grant, revoke)",
-        "",
-        f"Real redis-server and {count} `pdp serve --policy-source redis` processes on loopback; "
-        f"{rounds} changes of each kind. Time from the change in Redis until every replica "
-        "serves it (PolicyInfo version, or the Check answer), in milliseconds.",
-        "",
-        "| change | replicas | rounds | median ms | p95 ms | max ms |",
-        "|---|---:|---:|---:|---:|---:|",
         _row("publish (new bundle version)", count, publish),
         _row("grant (role assigned)", count, grant),
         _row("revoke (role removed)", count, revoke),
-        "",
-        f"CPU: {os.cpu_count()} cores. Command: `python -m benchmarks --only convergence`.",
     ]
 
 
