@@ -96,6 +96,8 @@ def decode_record(raw: str | bytes) -> Assignment:
     if not raw:
         return Assignment()
     data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise AssignmentError("a record is a JSON object")
     roles, properties = data.get("roles", []), data.get("properties", {})
     if not isinstance(roles, list) or not isinstance(properties, dict):
         raise AssignmentError("a record is {\"roles\": [...], \"properties\": {...}}")
@@ -154,6 +156,8 @@ class AssignmentStore:
         return self.update(subject, lambda a: dataclasses.replace(a, roles=a.roles - {role}))
 
     def set_property(self, subject: str, name: str, value: Any) -> Assignment:
+        if name == "roles":
+            raise AssignmentError("roles are not a property: use pdp grant / pdp revoke")
         return self.update(subject, lambda a: dataclasses.replace(
             a, properties=MappingProxyType({**a.properties, name: value})))
 

@@ -277,3 +277,14 @@ def test_publishing_a_version_without_an_assigned_role_warns(
     v1 = version_of(read_sources(tmp_path / "v1"))
     assert run("publish", "--rollback", v1, "--redis-url", published) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_bad_records_and_names_are_refused_or_skipped(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("subjects", "set-property", "user:bob", "roles", '["admin"]', "--redis-url", redis_url) == 1
+    assert "roles are not a property: use pdp grant" in capsys.readouterr().err
+    client = redis.Redis.from_url(redis_url)
+    client.hset(SUBJECTS_KEY, mapping={"user:bad": "[1, 2]", "nocolon": "{}", "user:torn": "{\"ro",
+                                       "user:ok": '{"roles":["approver"]}'})
+    assert store_for(redis_url).read_all()[1].keys() == {"user:ok"}
