@@ -64,7 +64,7 @@ class PolicyConfig:
     debounce_ms: int = setting(300, "wait for changes to settle this long before reloading")
     source: str = setting(
         "dir", "where the policy comes from: dir (the --policies folder) or redis (the bundle "
-        "made current by `pdp publish`; needs --redis-url)", flag="--policy-source",
+        "made current by `pdp publish`; needs --redis-url)",
     )
 
 
@@ -148,7 +148,6 @@ class RedisConfig:
 
     url: str | None = setting(
         None, "redis://, rediss://, redis+cluster:// or redis+sentinel:// URL (off when unset)",
-        flag="--redis-url",
     )
     assignments: bool = setting(True, "merge the role assignments of `pdp grant` (needs the URL)")
     resync_seconds: float = setting(
