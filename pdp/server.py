@@ -10,6 +10,7 @@ assembled (cache, audit and identity plug in there).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -155,14 +156,17 @@ def _internal_error() -> Any:
 class AdminServicer:
     """pdp.v1.AdminService."""
 
-    def __init__(self, reloader: PolicyReloader) -> None:
+    def __init__(self, reloader: PolicyReloader, in_pool: bool = False) -> None:
         self._reloader = reloader
+        self._in_pool = in_pool
 
     def PolicyInfo(self, request: admin_pb2.PolicyInfoRequest, context: grpc.ServicerContext) -> Any:
         return policy_info(self._reloader.holder)
 
     def Reload(self, request: admin_pb2.ReloadRequest, context: grpc.ServicerContext) -> Any:
         result = self._reloader.reload("admin rpc")
+        if self._in_pool and result.changed:  # the supervisor passes SIGHUP to every worker
+            os.kill(os.getppid(), signal.SIGHUP)
         info = policy_info(self._reloader.holder)
         return admin_pb2.ReloadResponse(
             ok=result.ok, changed=result.changed, info=info,
@@ -246,8 +250,11 @@ def build_server(
     reuse_port: bool = False,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     identity: IdentityResolver | None = None,
+    pool_worker: bool = False,
 ) -> Server:
-    """Create and bind (not start) the server; health is NOT_SERVING until a policy loads."""
+    """Create and bind (not start) the server; health is NOT_SERVING until a policy loads.
+
+    `pool_worker`: this process is one of `--workers`, whose parent relays SIGHUP."""
     holder = holder or PolicyHolder()
     service = build_service(config, holder)
     sync = ReplicaSync.from_config(config)
@@ -265,7 +272,9 @@ def build_server(
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(
         DecisionServicer(service, config, identity), grpc_server
     )
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), grpc_server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(reloader, in_pool=pool_worker), grpc_server
+    )
     envoy.add_to_server(grpc_server, service, config.envoy, identity)
     health_servicer = health.HealthServicer()
     for name in HEALTH_NAMES:
@@ -298,10 +307,12 @@ def run(
     config: Config,
     reuse_port: bool = False,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    pool_worker: bool = False,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
     try:
-        server = build_server(config, reuse_port=reuse_port, extra_handlers=extra_handlers)
+        server = build_server(config, reuse_port=reuse_port, extra_handlers=extra_handlers,
+                              pool_worker=pool_worker)
     except (RuntimeError, OSError) as exc:
         log.error("cannot listen", extra=fields(listen=config.server.listen, error=str(exc)))
         return 1

@@ -72,7 +72,7 @@ def _worker_main(config: Config, index: int) -> None:
     from pdp import server  # imported in the child only
 
     logs.configure(config.log.level, config.log.format)
-    raise SystemExit(server.run(config, reuse_port=True))
+    raise SystemExit(server.run(config, reuse_port=True, pool_worker=True))
 
 
 def _install_signal_handlers(stop: threading.Event, procs: list[BaseProcess]) -> None:

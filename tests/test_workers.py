@@ -61,3 +61,25 @@ def test_workers_that_fail_at_startup_stop_the_pool(tmp_path: Path) -> None:
         assert server.proc.wait(60) == 1
     assert server.msg("worker failed at startup; stopping all")
     assert server.msg("cannot listen")
+
+
+def test_a_reload_rpc_reaches_every_worker(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "p")
+    port = free_port()
+    args = ["--policies", str(folder), "--listen", f"127.0.0.1:{port}", "--workers", "2",
+            "--policy-watch", "false"]
+    with PdpProcess(args) as server:
+        server.msg("policy loaded", count=2)
+        (folder / "extra.policy").write_text("allow list on folder:** as folders\n")
+        with PdpClient(f"127.0.0.1:{port}") as client:
+            reply = client.reload()
+        assert reply.ok and reply.changed
+        # The worker that answered asked the supervisor to pass SIGHUP to all.
+        server.wait_log(lambda e: e.get("trigger") == "SIGHUP", count=2)
+        versions: set[str] = set()
+        for _ in range(20):
+            with PdpClient(f"127.0.0.1:{port}") as client:
+                versions.add(client.policy_info().version)
+                assert client.check("user:a", "list", "folder:x").allowed
+        assert versions == {reply.info.version}
+        assert server.stop() == 0
