@@ -47,12 +47,16 @@ def to_request(msg: pb.CheckRequest, limits: LimitsConfig) -> Request:
         _find_bad_field(msg, limits)
     subject_props = _properties("subject.properties", subject.properties, limits)
     return Request(
-        stype, sid, name, rtype, rid,
-        subject_props,
-        _properties("resource.properties", resource.properties, limits),
-        _properties("action.properties", action.properties, limits),
-        _properties("context", msg.context, limits),
-        _roles(subject_props) if subject_props else frozenset(),
+        subject_type=stype,
+        subject_id=sid,
+        action=name,
+        resource_type=rtype,
+        resource_id=rid,
+        subject_properties=subject_props,
+        resource_properties=_properties("resource.properties", resource.properties, limits),
+        action_properties=_properties("action.properties", action.properties, limits),
+        context=_properties("context", msg.context, limits),
+        roles=_roles(subject_props) if subject_props else frozenset(),
     )
 
 
