@@ -392,3 +392,24 @@ def test_replicas_under_load_swap_versions_and_ride_out_redis_faults_without_a_f
         finally:
             for client in clients:
                 client.close()
+
+
+def test_every_worker_of_a_replica_follows_the_bundle(tmp_path: Path, redis_url: str) -> None:
+    from conftest import free_port
+    from grpc_support import PdpProcess
+
+    v1, v2 = policy_dir(tmp_path, "v1", POLICY_V1), policy_dir(tmp_path, "v2", POLICY_V2)
+    assert publish(str(v1), "--redis-url", redis_url) == 0
+    port = free_port()
+    args = ["--policy-source", "redis", "--redis-url", redis_url, "--listen", f"127.0.0.1:{port}",
+            "--workers", "2"]
+    with PdpProcess(args) as server:
+        server.msg("policy loaded", count=2)  # one per worker
+        assert publish(str(v2), "--redis-url", redis_url) == 0
+        server.wait_log(lambda e: e.get("msg") == "policy loaded"
+                        and e.get("version") == version_of_dir(v2), count=2, timeout=30)
+        pids = {e["pid"] for e in server.logs if e.get("version") == version_of_dir(v2)}
+        assert len(pids) == 2
+        for _ in range(10):  # new connections land on either worker
+            with PdpClient(f"127.0.0.1:{port}") as client:
+                assert served_version(client) == version_of_dir(v2)
