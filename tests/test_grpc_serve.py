@@ -53,3 +53,20 @@ def test_busy_port_is_an_error_not_a_shared_port(tmp_path: Path) -> None:
             assert second.proc.wait(30) == 1
             assert second.msg("cannot listen")
         assert first.stop() == 0
+
+
+def test_server_logs_are_json_lines_with_nothing_per_decision(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "p")
+    with PdpProcess(["--policies", str(folder), "--listen", "127.0.0.1:0"]) as server:
+        port = server.port
+        server.msg("policy loaded")
+        before = len(server.raw)
+        with PdpClient(f"127.0.0.1:{port}") as client:
+            for _ in range(50):
+                client.check("user:a", "read", "document:x")
+            client.batch_check([make_request("user:a", "read", "document:x")] * 50)
+        assert len(server.raw) == before
+        assert server.stop() == 0
+    assert len(server.logs) == len(server.raw)  # every line parsed as JSON
+    for entry in server.logs:
+        assert {"time", "level", "logger", "msg", "pid"} <= entry.keys()
