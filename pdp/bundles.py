@@ -153,6 +153,8 @@ class BundleStore:
 
     def resolve(self, prefix: str) -> str:
         """The one stored version starting with `prefix` (so a short hash works)."""
+        if len(prefix) == 64:
+            return prefix  # a whole version: no need to search
         matches = [i.version for i in self.list() if i.version.startswith(prefix)]
         if len(matches) != 1:
             found = "no stored version" if not matches else f"{len(matches)} stored versions"

@@ -14,6 +14,7 @@ import grpc
 import pytest
 import redis
 from conftest import RedisServer
+from grpc_support import write_policies
 from sync_support import (
     FAILING_TEST,
     POLICY_V1,
@@ -413,3 +414,24 @@ def test_every_worker_of_a_replica_follows_the_bundle(tmp_path: Path, redis_url:
         for _ in range(10):  # new connections land on either worker
             with PdpClient(f"127.0.0.1:{port}") as client:
                 assert served_version(client) == version_of_dir(v2)
+
+
+def test_bundles_show_prints_a_verified_version_and_writes_its_files(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    v1 = write_policies(tmp_path / "v1", {"main.policy": POLICY_V1})
+    (v1 / "teams").mkdir()
+    (v1 / "teams" / "people.subjects.json").write_text("{}")
+    assert publish(str(v1), "--redis-url", redis_url, "--by", "alice@laptop") == 0
+    capsys.readouterr()
+    out_dir = tmp_path / "out"
+    version = version_of_dir(v1)
+    assert main(["bundles", "show", version[:10], "--files-to", str(out_dir),
+                 "--redis-url", redis_url]) == 0
+    out = capsys.readouterr().out
+    assert f"version: {version}  (current)" in out and "published by alice@laptop" in out
+    assert version_of_dir(out_dir) == version
+
+    _announce(redis_url, "e" * 64, b"[]")
+    assert main(["bundles", "show", "e" * 64, "--redis-url", redis_url]) == 1
+    assert "malformed" in capsys.readouterr().err

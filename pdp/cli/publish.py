@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -49,6 +50,13 @@ def register(subparsers: Any) -> None:
     listing = actions.add_parser("list", help="every stored version, oldest first; * marks current")
     add_redis_url(listing)
     listing.set_defaults(func=run_list)
+    show = actions.add_parser("show", help="one stored version: who published it, when, its files",
+                              description="Load a stored version (verified against its hash) and "
+                              "print its metadata and files; --files-to DIR writes the files out.")
+    show.add_argument("version", metavar="VERSION", help="a stored version or a unique prefix")
+    show.add_argument("--files-to", metavar="DIR", help="write the bundle's files under DIR")
+    add_redis_url(show)
+    show.set_defaults(func=run_show)
 
 
 def _store(url: str) -> BundleStore:
@@ -144,4 +152,32 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"{mark} {info.version}  {at}  {info.published_by}  {info.files} files")
     if not infos:
         print("no bundles stored")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    try:
+        store = _store(args.redis_url)
+        bundle = store.load(store.resolve(args.version))
+        current = store.current_version()
+    except BundleError as exc:
+        print(f"pdp bundles: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"pdp bundles: cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    info = bundle.info
+    at = datetime.fromtimestamp(info.published_at, UTC).isoformat(timespec="seconds")
+    print(f"version: {info.version}{'  (current)' if info.version == current else ''}")
+    print(f"published by {info.published_by} at {at}; verified against its hash")
+    for source in bundle.sources:
+        print(f"  {source.path}  {len(source.content)} bytes")
+        relative = Path(source.path)
+        if relative.is_absolute() or ".." in relative.parts:
+            print(f"pdp bundles: {source.path!r} leaves the folder; not written", file=sys.stderr)
+            return 1
+        if args.files_to:
+            target = Path(args.files_to, relative)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.content)
     return 0
