@@ -321,7 +321,7 @@ def run(
     server.grpc_server.start()
     log.info("listening", extra=fields(
         listen=config.server.listen, port=server.port, tls=bool(config.server.tls.cert_file),
-        policies=config.policy.dir,
+        policies=config.policy.dir if config.policy.source == "dir" else "redis bundle",
     ))
     try:
         http = _start_http(config, server, reuse_port)
