@@ -90,7 +90,7 @@ class RedisCache:
         retry_s: float = 1.0,
     ) -> None:
         self.url = url
-        self.tracker = redisio.FaultTracker("cache", retry_s)
+        self.tracker = redisio.FaultTracker("cache", retry_s, settle_s=retry_s)
         self._reader = redisio.LazyClient(url, timeout_s)
         self._writer = redisio.LazyClient(url, write_timeout_s)
         self._ttl_ms = max(1, int(ttl_s * 1000))
@@ -129,7 +129,7 @@ class RedisCache:
     def put(self, decision_key: tuple[Any, ...], decision: Decision) -> None:
         """Queue a write; never blocks. Dropped (and counted) when the queue is full."""
         queue = self._queue
-        if len(queue) >= self._queue_size or not self.tracker.healthy:
+        if len(queue) >= self._queue_size or self.tracker.blocked:
             self.dropped += 1
             return
         queue.append((decision_key, decision))

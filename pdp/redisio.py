@@ -237,15 +237,24 @@ class FaultTracker:
     timeout per interval instead of one per request. Each fault is counted
     (here and in `pdp_redis_faults`); the log gets one line when the
     dependency starts failing and one when it recovers.
+
+    With `settle_s`, a success after failing only starts a trial: calls go
+    through again, but the recovery is declared (and logged) once calls have
+    succeeded for `settle_s`; a fault during the trial returns to failing
+    without a new log line. A partial outage (one master of a cluster) then
+    logs one failure and one recovery instead of a pair per probe.
     """
 
-    def __init__(self, component: str, retry_s: float = 1.0) -> None:
+    def __init__(self, component: str, retry_s: float = 1.0, settle_s: float = 0.0) -> None:
         self.component = component
         self.retry_s = retry_s
+        self.settle_s = settle_s
         self.faults = 0
         self.outages = 0
         self.last_error: str | None = None
-        self._failing = False
+        self._failing = False  # faults since the last declared recovery
+        self._blocked = False  # failing and not on trial: only probes go through
+        self._trial_since = 0.0
         self._probe_at = 0.0
         self._lock = threading.Lock()
 
@@ -253,12 +262,17 @@ class FaultTracker:
     def healthy(self) -> bool:
         return not self._failing
 
+    @property
+    def blocked(self) -> bool:
+        """True while calls other than the probe should skip Redis."""
+        return self._blocked
+
     def available(self) -> bool:
-        if not self._failing:  # the common case: no lock
+        if not self._blocked:  # the common case: no lock
             return True
         with self._lock:
             now = time.monotonic()
-            if not self._failing or now >= self._probe_at:
+            if not self._blocked or now >= self._probe_at:
                 self._probe_at = now + self.retry_s
                 return True
             return False
@@ -268,6 +282,12 @@ class FaultTracker:
             return
         with self._lock:
             if not self._failing:
+                return
+            now = time.monotonic()
+            if self._blocked:  # the first success: a trial starts
+                self._blocked = False
+                self._trial_since = now
+            if now - self._trial_since < self.settle_s:
                 return
             self._failing = False
             faults = self.faults
@@ -280,6 +300,7 @@ class FaultTracker:
             self.faults += 1
             self.last_error = error
             self._probe_at = time.monotonic() + self.retry_s
+            self._blocked = True
             if self._failing:
                 return
             self._failing = True

@@ -50,16 +50,8 @@ class RedisCluster3:
 
     def start(self) -> None:
         for index in range(3):
-            port = _free_pair()
-            node_dir = self.workdir / f"node{index}"
-            node_dir.mkdir(parents=True, exist_ok=True)
-            self._procs.append(subprocess.Popen(
-                [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--save", "", "--appendonly", "no", "--dir", str(node_dir)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
-            self.ports.append(port)
+            self.ports.append(_free_pair())
+            self._procs.append(self._node(index))
         for port in self.ports:
             _wait(lambda p=port: redis.Redis(port=p, socket_timeout=1).ping())
         subprocess.run(
@@ -67,6 +59,26 @@ class RedisCluster3:
              *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
         )
+        for port in self.ports:
+            _wait(lambda p=port: _cluster_ok(p))
+
+    def _node(self, index: int) -> subprocess.Popen[bytes]:
+        node_dir = self.workdir / f"node{index}"  # nodes.conf there: a restart rejoins
+        node_dir.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.ports[index]), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--save", "", "--appendonly", "no", "--dir", str(node_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self, index: int) -> None:
+        """Kill one master abruptly; its slots are unserved until it is back."""
+        self._procs[index].kill()
+        self._procs[index].wait(timeout=10)
+
+    def restart(self, index: int) -> None:
+        self._procs[index] = self._node(index)
         for port in self.ports:
             _wait(lambda p=port: _cluster_ok(p))
 

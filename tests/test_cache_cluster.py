@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from cache_support import Load, assert_one_outage_logged_once, pdp_with_redis, wait_for
 from cluster_support import RedisCluster3, running_cluster
 from conftest import free_port
 
@@ -82,3 +83,23 @@ def test_cluster_url_forms() -> None:
     assert redisio.parse("redis://h:1?cluster=true").kind == "cluster"
     sentinel = redisio.parse("redis+sentinel://s1:26379,s2:26379/main/2")
     assert (sentinel.kind, sentinel.service, sentinel.options["db"]) == ("sentinel", "main", 2)
+
+
+def test_a_master_killed_and_restarted_under_load(tmp_path: Path) -> None:
+    """A third of the slots go dark: every Check is still answered, the partial
+    outage is logged once (not once per probe) and the cache follows the master back."""
+    with running_cluster(tmp_path / "cluster") as cluster, \
+            pdp_with_redis(tmp_path, cluster.url) as (server, cache, log), \
+            Load(server.port) as load:
+        assert cache.l2 is not None
+        load.wait_answers(200)
+        wait_for(lambda: cache.l2 is not None and cache.l2.written > 0)
+        cluster.kill(1)
+        wait_for(lambda: cache.l2 is not None and not cache.l2.tracker.healthy)
+        load.wait_answers(300)
+        cluster.restart(1)
+        assert_one_outage_logged_once(cache, log)
+        written = cache.l2.written
+        load.wait_answers(300)
+        wait_for(lambda: cache.l2 is not None and cache.l2.written > written)
+    assert load.failures == []

@@ -110,7 +110,9 @@ def test_decisions_are_shared_through_sentinel_and_survive_a_failover(
             assert cache.get(policy, request) is None
             cache.put(policy, request, decide(policy, request))
         assert cache.l2.flush()
-        wait_until(lambda: cache.get(policy, asked[-1]) is not None)
-        assert cache.l2.tracker.healthy and cache.l2.tracker.outages == 1
+        # Healthy once lookups have succeeded for a retry interval again.
+        wait_until(lambda: cache.get(policy, asked[-1]) is not None and cache.l2 is not None
+                   and cache.l2.tracker.healthy)
+        assert cache.l2.tracker.outages == 1
     finally:
         cache.close()
