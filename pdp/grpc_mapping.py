@@ -45,7 +45,7 @@ def to_request(msg: pb.CheckRequest, limits: LimitsConfig) -> Request:
         len(rid) - limits.max_id_length, len(subject.token) - limits.max_token_length,
     ) > 0:
         _find_bad_field(msg, limits)
-    subject_props = _properties("subject.properties", subject.properties, limits)
+    subject_props = _properties("subject.properties", subject, "properties", limits)
     return Request(
         subject_type=stype,
         subject_id=sid,
@@ -53,9 +53,9 @@ def to_request(msg: pb.CheckRequest, limits: LimitsConfig) -> Request:
         resource_type=rtype,
         resource_id=rid,
         subject_properties=subject_props,
-        resource_properties=_properties("resource.properties", resource.properties, limits),
-        action_properties=_properties("action.properties", action.properties, limits),
-        context=_properties("context", msg.context, limits),
+        resource_properties=_properties("resource.properties", resource, "properties", limits),
+        action_properties=_properties("action.properties", action, "properties", limits),
+        context=_properties("context", msg, "context", limits),
         roles=_roles(subject_props) if subject_props else frozenset(),
     )
 
@@ -81,8 +81,12 @@ def _text(field: str, value: str, limit: int, optional: bool = False) -> None:
         raise InvalidRequest(field, f"longer than {limit} characters")
 
 
-def _properties(field: str, struct: struct_pb2.Struct, limits: LimitsConfig) -> Mapping[str, Any]:
-    if not struct.fields:  # also true when unset: no conversion at all
+def _properties(field: str, owner: Any, name: str, limits: LimitsConfig) -> Mapping[str, Any]:
+    # HasField first: touching an unset Struct would build Python wrappers for nothing.
+    if not owner.HasField(name):
+        return EMPTY
+    struct: struct_pb2.Struct = getattr(owner, name)
+    if not struct.fields:
         return EMPTY
     if struct.ByteSize() > limits.max_properties_bytes:
         raise InvalidRequest(field, f"larger than {limits.max_properties_bytes} bytes")
