@@ -31,6 +31,17 @@ SUBJECTS_PER_FILE = 10_000
 RULES_PER_TEAM = 10
 
 
+SCENARIO = (
+    "Scenario (benchmarks/gen_policies.py): per team of ten rules, roles viewer < editor < admin "
+    "(`inherits`) on `document:team-N/**`, `wiki:team-N/**`, `project:team-N/**` and "
+    "`audit-log:team-N/**`, one rule with `when resource.owner == subject.id`, two top-level "
+    "rules on exact resources, a `grant` to the team's indexer service; one top-level "
+    "`deny delete on document:**/legal-hold/**` with a reason; subjects get roles from "
+    "`*.subjects.json` files. Requests: 10,000, fixed seed, users, services and unknown "
+    "subjects, mostly on their own team."
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Size:
     name: str
