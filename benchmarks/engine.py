@@ -261,6 +261,40 @@ def time_cold(policy: Any, call: Callable[[Any], bool], items: Sequence[Any]) ->
     return samples
 
 
+def _ours_cold_row(policy: Any, call: Callable[[Any], bool], items: list[Any], size: str) -> Result:
+    cold = Result("ours, memo cleared", size, answered=len(items))
+    cold.notes.append("per call, memo tables emptied before each")
+    _fill(cold, time_cold(policy, call, items))
+    return cold
+
+
+CEDAR_BATCH = 100
+
+
+def _cedar_batch_row(state: Any, call: Callable[[Any], bool], items: list[Any], size: str) -> Result:
+    """is_authorized_batch: amortizes the crossing into Rust over CEDAR_BATCH requests."""
+    import cedarpy
+
+    policies, entities = state
+    row = Result(f"cedarpy, batch of {CEDAR_BATCH}", size, answered=len(items))
+    row.notes.append("is_authorized_batch; per-decision = batch time / batch size")
+    clock = time.perf_counter_ns
+    samples = []
+    for start in range(0, len(items), CEDAR_BATCH):
+        chunk = items[start : start + CEDAR_BATCH]
+        t0 = clock()
+        cedarpy.is_authorized_batch(chunk, policies, entities)
+        samples.append((clock() - t0) / len(chunk))
+    _fill(row, samples)
+    return row
+
+
+EXTRA_ROWS: dict[str, Callable[[Any, Callable[[Any], bool], list[Any], str], Result]] = {
+    "ours": _ours_cold_row,
+    "cedarpy": _cedar_batch_row,
+}
+
+
 def _fill(result: Result, samples: list[float]) -> None:
     result.median_us = statistics.median(samples) / 1000
     # A p99 of fewer than 100 samples would be made up; NaN prints as "n/a".
@@ -312,11 +346,9 @@ def measure(
     result.decisions = "".join("1" if a else "0" for a in answers)
     result.notes.extend(ENGINE_NOTES.get(engine, ()))
     results = [result]
-    if engine == "ours":
-        cold = Result("ours, memo cleared", size, answered=len(items))
-        cold.notes.append("per call, memo tables emptied before each")
-        _fill(cold, time_cold(state, call, items))
-        results.append(cold)
+    extra = EXTRA_ROWS.get(engine)
+    if extra is not None:
+        results.append(extra(state, call, items, size))
     del state
     if trace and engine == "ours":
         gc.unfreeze()
