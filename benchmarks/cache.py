@@ -164,8 +164,9 @@ def in_process(url: str, proc: subprocess.Popen[bytes], calls: int) -> tuple[lis
     hot_set = requests("hot", 100)
     rows.append(_timed("L1 hit", service(10_000), hot_set * (calls // 100)))
     rows.append(_timed("L1 miss, no Redis", service(10_000), new()))
-    rows.append(_timed("L1 miss, decided locally, Redis write-behind (auto)",
-                       service(10_000, url, "auto"), new()))
+    auto_service = service(10_000, url, "auto")
+    settle_auto(auto_service, (requests(f"settle{n}-", 1)[0] for n in itertools.count()))
+    rows.append(_timed("L1 miss, decided locally, Redis write-behind (auto)", auto_service, new()))
     auto = made[-1]
     shared = requests("shared", calls)
     fill_l2(url, holder, shared)
@@ -181,11 +182,53 @@ def in_process(url: str, proc: subprocess.Popen[bytes], calls: int) -> tuple[lis
         rows.append(_timed_for("L1 miss -> L2 paused -> local (always, 2.5 s)", paused, fresh, 2.5))
     finally:
         proc.send_signal(signal.SIGCONT)
-    time.sleep(1.2)  # let auto take one more pair of measurements
     for cache in made:
         if cache is not auto:
             cache.close()
     return rows, auto
+
+
+COSTLY_RULES = 500
+
+
+def costly_policy(folder: Path) -> PolicyHolder:
+    """Conditional rules that all apply and all fail: a local decision of ~0.3 ms."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "costly.policy").write_text("".join(
+        f"allow read on doc:** when resource.level == {k} and subject.clearance >= {k} as r{k}\n"
+        for k in range(COSTLY_RULES)))
+    return PolicyHolder(load_policy_dir(folder))
+
+
+def costly_requests(prefix: str, count: int) -> list[Request]:
+    return [Request("user", "u", "read", "doc", f"{prefix}{i}",
+                    subject_properties={"clearance": 5},
+                    resource_properties={"level": 10_000}) for i in range(count)]
+
+
+def costly(url: str, workdir: Path, calls: int) -> tuple[list[Row], TieredCache]:
+    """The same paths on a policy whose decisions are expensive: `auto` turns to Redis first."""
+    holder = costly_policy(workdir / "costly")
+    shared = costly_requests("shared", calls)
+    fill_l2(url, holder, shared)
+    auto = TieredCache(10_000, RedisCache(url, ttl_s=600, timeout_s=TIMEOUT_S), "auto")
+    service = DecisionService(holder, cache=auto)
+    settle_auto(service, (costly_requests(f"warm{n}-", 1)[0] for n in itertools.count()))
+    rows = [
+        _timed("costly: no cache (engine only)", DecisionService(holder),
+               costly_requests("none", calls)),
+        _timed(f"costly: L1 miss -> L2 hit (auto, chose {'L2 first' if auto.reads_l2 else 'local'})",
+               service, shared),
+    ]
+    return rows, auto
+
+
+def settle_auto(service: DecisionService, warm: Iterator[Request]) -> None:
+    """4-8 s of steady traffic, so `auto` measures both costs a few times (one pair a second)."""
+    assert isinstance(service.cache, TieredCache)
+    cache, start = service.cache, time.monotonic()
+    while (took := time.monotonic() - start) < 8 and not (took > 4 and cache.reads_l2):
+        service.check(next(warm), META)
 
 
 def fill_l2(url: str, holder: PolicyHolder, asked: Sequence[Request]) -> None:
@@ -340,6 +383,9 @@ def run(args: argparse.Namespace) -> list[str]:
     seconds = args.cache_seconds or (2.0 if args.quick else 5.0)
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as (url, proc):
         rows, auto = in_process(url, proc, calls)
+        costly_rows, costly_auto = costly(url, Path(tmp), max(500, calls // 25))
+        costly_costs = (costly_auto.local_cost_ns, costly_auto.l2_cost_ns)
+        costly_auto.close()
         grpc_lines = grpc_rows(url, Path(tmp), args.cache_clients, seconds)
         auto_local, auto_l2 = auto.local_cost_ns, auto.l2_cost_ns
         auto.close()
@@ -354,7 +400,8 @@ def run(args: argparse.Namespace) -> list[str]:
         "from the engine alone.", "",
         "| path | median µs | p99 µs | mean µs | max µs | Δ median µs | cached | Redis faults | calls |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        *(r.line(base) for r in rows), "",
+        *(r.line(base) for r in rows),
+        *(r.line(statistics.median(costly_rows[0].samples_us)) for r in costly_rows), "",
         f"- Redis on the critical path: an L2 hit costs {l2_hit:.1f} µs against {miss:.1f} µs "
         f"for deciding locally after an L1 miss ({l2_hit / miss:.0f}x); an L2 miss adds its "
         "round trip to the local decision. So the L2 lookup runs *after* a local decision would "
@@ -362,7 +409,12 @@ def run(args: argparse.Namespace) -> list[str]:
         "exceeds the measured lookup cost.",
         f"- `auto`'s own estimates at the end of the run: local decision "
         f"{_us(auto_local)} CPU, Redis lookup {_us(auto_l2)} wall -> "
-        f"{'reads L2 first' if (auto_local or 0) > (auto_l2 or float('inf')) else 'decides locally'}.",
+        f"{'reads L2 first' if _first((auto_local, auto_l2)) else 'decides locally'}.",
+        f"- The costly rows use a {COSTLY_RULES}-rule policy whose rules all apply and all "
+        f"fail their conditions (Δ against its own engine-only row), after 4-8 s of steady "
+        f"traffic: there `auto` measured {_us(costly_costs[0])} for a local decision against "
+        f"{_us(costly_costs[1])} for a Redis lookup, so it "
+        f"{'reads Redis first' if _first(costly_costs) else 'still decides locally'}.",
         "- L2 down / paused: after the first fault the tracker lets one probe through per second "
         "(`cache.retry_seconds`); only that probe pays the connect or read timeout (the max column).",
         "",
@@ -374,6 +426,11 @@ def run(args: argparse.Namespace) -> list[str]:
         *grpc_lines,
     ]
     return lines
+
+
+def _first(costs: tuple[float | None, float | None]) -> bool:
+    local, l2 = costs
+    return local is not None and l2 is not None and local > l2
 
 
 def _us(ns: float | None) -> str:

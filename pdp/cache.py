@@ -6,21 +6,24 @@ old decision, and requests that differ only in attributes no rule reads share
 an entry.
 
 Where level 2 sits is a measured choice (README, "Decision cache and Redis"):
-a local decision costs ~3-10 µs, a Redis lookup on loopback ~50-100 µs, so
-asking Redis before deciding locally would make every level-1 miss 10-30
+a local decision costs ~5-10 µs, a Redis lookup on loopback ~65 µs, so
+asking Redis before deciding locally would make every level-1 miss several
 times slower. `l2_lookup = "auto"` (the default) therefore asks Redis first
 only while the measured local decision cost exceeds the measured Redis lookup
-cost (both re-measured every second off the decision path); `"always"` asks it
-on every level-1 miss, `"never"` only writes to it. Writes are always behind.
+cost, both re-measured every second: the CPU time of one local decision on a
+background thread, the wall time of one lookup on a request thread. `"always"`
+asks it on every level-1 miss, `"never"` only writes to it. Writes are always
+behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import statistics
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +39,9 @@ log = logging.getLogger("pdp.cache")
 
 LOOKUP_MODES = ("auto", "always", "never")
 TICK_S = 1.0
-# Each new sample counts for this share of the running cost estimates.
-EWMA_WEIGHT = 0.3
+# The cost estimates are the median of this many last samples (one a tick), so
+# one outlier (a reconnect, a busy moment) does not flip the choice.
+SAMPLES = 5
 
 
 class LocalCache:
@@ -98,6 +102,10 @@ class TieredCache:
         self._version = ""
         self._last = threading.local()  # (request, key) from get() for the put() that follows
         self._sample: tuple[CompiledPolicy, Request] | None = None
+        self._measure_l2 = False  # set each tick in "auto": time the next lookup
+        self._l2_sample_ns: int | None = None
+        self._local_samples: deque[float] = deque(maxlen=SAMPLES)
+        self._l2_samples: deque[float] = deque(maxlen=SAMPLES)
         self._flushed = Counts()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pdp-cache-stats", daemon=True)
@@ -121,8 +129,8 @@ class TieredCache:
                 return found
             counts.l1_misses += 1
         self._sample = (policy, request)
-        if self._read_l2 and self.l2 is not None:
-            found = self.l2.get(key, policy.version)
+        if self.l2 is not None and (self._read_l2 or self._measure_l2):
+            found = self._l2_get(self.l2, key, policy.version)
             if found is not None:
                 counts.l2_hits += 1
                 if self.l1 is not None:
@@ -130,6 +138,19 @@ class TieredCache:
                 return found
             counts.l2_misses += 1
         return None
+
+    def _l2_get(self, l2: RedisCache, key: tuple[Any, ...], version: str) -> Decision | None:
+        if not self._measure_l2:
+            return l2.get(key, version)
+        # Once a tick in "auto", one lookup is timed here, on a request thread, so
+        # that the estimate includes what the request pays (the GIL taken back
+        # after the network wait), unlike a lookup timed on a background thread.
+        self._measure_l2 = False
+        start = time.perf_counter_ns()
+        found = l2.get(key, version)
+        if not l2.tracker.blocked:
+            self._l2_sample_ns = time.perf_counter_ns() - start
+        return found
 
     def put(self, policy: CompiledPolicy, request: Request, decision: Decision) -> None:
         last = getattr(self._last, "entry", None)
@@ -187,10 +208,13 @@ class TieredCache:
             return
         sample, self._sample = self._sample, None
         if sample is not None:
-            self.local_cost_ns = _ewma(self.local_cost_ns, _local_cost_ns(*sample))
-        remote = self.l2.lookup_cost_ns()
+            self._local_samples.append(_local_cost_ns(*sample))
+            self.local_cost_ns = statistics.median(self._local_samples)
+        remote, self._l2_sample_ns = self._l2_sample_ns, None
         if remote is not None:
-            self.l2_cost_ns = _ewma(self.l2_cost_ns, remote)
+            self._l2_samples.append(remote)
+            self.l2_cost_ns = statistics.median(self._l2_samples)
+        self._measure_l2 = True
         local, l2 = self.local_cost_ns, self.l2_cost_ns
         self._read_l2 = local is not None and l2 is not None and local > l2
 
@@ -215,9 +239,6 @@ def _local_cost_ns(policy: CompiledPolicy, request: Request, repeats: int = 3) -
         best = min(best, time.thread_time_ns() - start)
     return best
 
-
-def _ewma(previous: float | None, sample: float) -> float:
-    return sample if previous is None else previous + EWMA_WEIGHT * (sample - previous)
 
 
 def build_cache(config: Config) -> TieredCache | None:

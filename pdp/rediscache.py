@@ -136,19 +136,6 @@ class RedisCache:
         if len(queue) == WRITE_BATCH:  # else the writer's next tick (WRITE_EVERY_S) takes it
             self._wake.set()
 
-    def lookup_cost_ns(self) -> int | None:
-        """Time one real lookup (a GET of a missing key) from this thread; None on a fault."""
-        if not self.tracker.available():
-            return None
-        start = time.perf_counter_ns()
-        try:
-            self._reader.get().get(redis_key("probe"))
-        except redisio.ERRORS as exc:
-            self._fault(exc)
-            return None
-        self.tracker.ok()
-        return time.perf_counter_ns() - start
-
     def pending(self) -> int:
         return len(self._queue)
 
