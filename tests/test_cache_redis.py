@@ -158,7 +158,7 @@ def test_writes_beyond_the_queue_are_dropped_and_counted(
         l2.close()
 
 
-def test_auto_measures_both_costs_off_the_decision_path(
+def test_auto_measures_both_costs_and_chooses_by_them(
     redis_url: str, policy: CompiledPolicy, replicas: Replicas,
 ) -> None:
     cache = replicas.cache(redis_url, lookup="auto")
