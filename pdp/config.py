@@ -95,7 +95,7 @@ class CacheConfig:
     redis: bool = setting(True, "share decisions through Redis (level 2) when redis.url is set")
     l2_lookup: str = setting(
         "auto", "when a level-1 miss asks Redis before deciding locally: auto (only while "
-        "measured slower locally), always, never (write only)",
+        "measured slower locally; writes only then), always, never (write only)",
     )
     redis_timeout_ms: float = setting(
         5.0, "longest a Check waits for a level-2 read", flag="--redis-timeout-ms"

@@ -177,3 +177,13 @@ def test_never_only_writes(redis_url: str, policy: CompiledPolicy, replicas: Rep
     assert writer.l2 is not None and writer.l2.flush()
     assert reader.get(policy, edit("alice")) is None
     assert reader.counts.l2_misses == 0 and reader.counts.l2_hits == 0
+
+
+def test_auto_writes_only_while_it_reads(
+    redis_url: str, policy: CompiledPolicy, replicas: Replicas,
+) -> None:
+    cache = replicas.cache(redis_url, lookup="auto")
+    assert not cache.reads_l2  # nothing measured yet: decide locally
+    decide_through(cache, policy, edit("alice"))
+    assert cache.l2 is not None and cache.l2.flush()
+    assert cache.l2.written == 0 and cache.l2.pending() == 0
