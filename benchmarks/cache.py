@@ -166,8 +166,10 @@ def in_process(url: str, proc: subprocess.Popen[bytes], calls: int) -> tuple[lis
     rows.append(_timed("L1 miss, no Redis", service(10_000), new()))
     auto_service = service(10_000, url, "auto")
     settle_auto(auto_service, (requests(f"settle{n}-", 1)[0] for n in itertools.count()))
-    rows.append(_timed("L1 miss, decided locally, Redis write-behind (auto)", auto_service, new()))
+    rows.append(_timed("L1 miss, Redis set, auto: decided locally, no write", auto_service, new()))
     auto = made[-1]
+    rows.append(_timed("L1 miss, decided locally, Redis write-behind (never)",
+                       service(10_000, url, "never"), new()))
     shared = requests("shared", calls)
     fill_l2(url, holder, shared)
     rows.append(_timed("L1 off -> L2 hit (always)", service(0, url, "always"), shared))
@@ -364,7 +366,9 @@ def grpc_rows(url: str, workdir: Path, clients: int, seconds: float) -> list[str
     scenarios: list[tuple[str, list[str], Callable[[int], Any]]] = [
         ("L1 hit (100 hot requests)", [], lambda n: hot(n % 100)),
         ("L1 miss, no Redis", [], order("a")),
-        ("L1 miss, decided locally, Redis write-behind (auto)", with_redis, order("b")),
+        ("L1 miss, Redis set, auto: decided locally, no write", with_redis, order("b")),
+        ("L1 miss, decided locally, Redis write-behind (never)",
+         [*with_redis, "--cache-l2-lookup", "never"], order("d")),
         ("L1 off -> L2 hit (always)",
          [*with_redis, "--cache-size", "0", "--cache-l2-lookup", "always"], shared),
         ("L1 miss -> L2 miss -> local (always)", [*with_redis, "--cache-l2-lookup", "always"],
