@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import ModuleType
 
@@ -40,19 +41,29 @@ def _parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
     return parser
 
 
+def _run_suite(module: ModuleType, name: str, args: argparse.Namespace) -> bool:
+    """Runs one suite; a suite that fails is reported and the others still run."""
+    t0 = time.perf_counter()
+    try:
+        lines = module.run(args)
+    except Exception:
+        traceback.print_exc()
+        print(f"[{name}] FAILED after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return False
+    text = "\n".join(lines) + "\n"
+    print(text, flush=True)
+    (args.out / f"{name}.md").write_text(text)
+    took = time.perf_counter() - t0
+    print(f"[{name}] {took:.0f} s; written to {args.out / f'{name}.md'}", file=sys.stderr)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     modules = {name: _load(name) for name in SUITES}
     args = _parser(modules).parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.only or SUITES:
-        t0 = time.perf_counter()
-        lines = modules[name].run(args)
-        text = "\n".join(lines) + "\n"
-        took = time.perf_counter() - t0
-        print(text, flush=True)
-        (args.out / f"{name}.md").write_text(text)
-        print(f"[{name}] {took:.0f} s; written to {args.out / f'{name}.md'}", file=sys.stderr)
-    return 0
+    ok = [_run_suite(modules[name], name, args) for name in args.only or SUITES]
+    return 0 if all(ok) else 1
 
 
 if __name__ == "__main__":

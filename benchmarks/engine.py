@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -497,7 +498,7 @@ def run(args: argparse.Namespace) -> list[str]:
                  "call by call, timed with perf_counter_ns; one CPU, a fresh process per engine "
                  "and size; RSS Δ is the growth over the load. "
                  f"Machine: {os.cpu_count()} CPUs, {platform_line()}. "
-                 f"Command: `python -m benchmarks{' --quick' if args.quick else ''}`.")
+                 f"Command: `{' '.join(['python -m benchmarks', *sys.argv[1:]])}`.")
     return lines
 
 
