@@ -61,7 +61,7 @@ def compile_policy(
     tests = _compile_tests(files, issues)
     if issues.items:
         raise PolicySetError(issues.items)
-    return CompiledPolicy(
+    policy = CompiledPolicy(
         version=version,
         source_dir=source_dir,
         files=tuple(sorted({f.path for f in files} | {entry.file for entry in directory.values()})),
@@ -74,6 +74,8 @@ def compile_policy(
         exact_grants=_exact_grants(grants),
         pattern_grants=_pattern_grants(grants),
     )
+    policy.know_subjects()
+    return policy
 
 
 # ---- roles ----

@@ -130,7 +130,7 @@ def _explained(rule: CompiledRule, facts: Facts | None) -> Reason:
 
 
 def _default_deny(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> Reason:
-    held = ", ".join(sorted(roles)) or "none"
+    held = policy.roles_text(roles)
     text = (
         f"no rule allows {request.action} on {request.resource_type}:{request.resource_id}"
         f" for {request.subject_type}:{request.subject_id} with roles [{held}]"
@@ -143,6 +143,8 @@ def _default_deny(policy: CompiledPolicy, request: Request, roles: frozenset[str
 
 def _missing_attributes(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> list[str]:
     """Attributes that conditions of otherwise matching allow rules read but the request lacked."""
+    if not policy.explains_missing(roles, request.action, request.resource_type):
+        return []
     rules = policy.rules_for(roles, request.action, request.resource_type, request.resource_id)
     readers = dict(reader for rule in rules if not rule.is_deny for reader in rule.readers)
     if not readers:

@@ -115,6 +115,11 @@ class CompiledPolicy:
         default_factory=dict
     )
     _reads_memo: dict[tuple[frozenset[str], str, str], tuple[str, ...]] = field(default_factory=dict)
+    _explain_memo: dict[tuple[frozenset[str], str, str], bool] = field(default_factory=dict)
+    _roles_text_memo: dict[frozenset[str], str] = field(default_factory=dict)
+    # Closed roles of every subject the set names exactly (directory, grants),
+    # computed once at compile time and never evicted.
+    _known_subjects: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Counts for people: files (policy and directory), roles, rules, grants
@@ -149,11 +154,25 @@ class CompiledPolicy:
     def subject_roles(self, subject_type: str, subject_id: str) -> frozenset[str]:
         """The closed roles that grants and the directory give this subject."""
         key = (subject_type, subject_id)
-        roles = self._subject_memo.get(key)
+        roles = self._known_subjects.get(key)
         if roles is None:
-            roles = self.close(self._granted(key))
-            _remember(self._subject_memo, key, roles)
+            roles = self._subject_memo.get(key)
+            if roles is None:
+                roles = self.close(self._granted(key))
+                _remember(self._subject_memo, key, roles)
         return roles
+
+    def know_subjects(self) -> None:
+        """Called once by the compiler: resolve the subjects the set names."""
+        for key in (*self.directory, *self.exact_grants):
+            self._known_subjects[key] = self.close(self._granted(key))
+
+    def roles_text(self, roles: frozenset[str]) -> str:
+        text = self._roles_text_memo.get(roles)
+        if text is None:
+            text = ", ".join(sorted(roles)) or "none"
+            _remember(self._roles_text_memo, roles, text)
+        return text
 
     def _granted(self, key: tuple[str, str]) -> frozenset[str]:
         granted: set[str] = set(self.exact_grants.get(key, ()))
@@ -197,6 +216,21 @@ class CompiledPolicy:
             reads = tuple(sorted(found))
             _remember(self._reads_memo, key, reads)
         return reads
+
+    def explains_missing(self, roles: frozenset[str], action: str, resource_type: str) -> bool:
+        """Whether any allow rule a decision may meet has a condition (whose
+        missing inputs a default deny would name)."""
+        key = (roles, action, resource_type)
+        found = self._explain_memo.get(key)
+        if found is None:
+            found = any(
+                rule.readers and not rule.is_deny
+                for bucket in self.plan(roles, action, resource_type)
+                for rules in (*bucket.exact.values(), *bucket.by_segment.values(), bucket.general)
+                for rule in rules
+            )
+            _remember(self._explain_memo, key, found)
+        return found
 
     def rules_for(self, roles: frozenset[str], action: str, type_: str, id_: str) -> list[CompiledRule]:
         """Every rule whose role, action and pattern fit (conditions not evaluated)."""
