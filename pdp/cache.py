@@ -11,7 +11,7 @@ asking Redis before deciding locally would make every level-1 miss several
 times slower. `l2_lookup = "auto"` (the default) therefore asks Redis first
 only while the measured local decision cost exceeds the measured Redis lookup
 cost, both re-measured every second: the CPU time of one local decision on a
-background thread, the wall time of one lookup on a request thread; and it
+background thread, the wall time of a few lookups on request threads; and it
 writes to Redis only while it reads it (the writer thread's encoding and
 pipelining cost ~15% of a busy process's throughput, for entries nobody would
 read). `"always"` reads on every level-1 miss and writes every decision,
@@ -44,6 +44,8 @@ TICK_S = 1.0
 # The cost estimates are the median of this many last samples (one a tick), so
 # one outlier (a reconnect, a busy moment) does not flip the choice.
 SAMPLES = 5
+# Level-2 lookups timed per tick in "auto" (on the next level-1 misses).
+PROBE_BURST = 6
 
 
 class LocalCache:
@@ -104,8 +106,8 @@ class TieredCache:
         self._version = ""
         self._last = threading.local()  # (request, key) from get() for the put() that follows
         self._sample: tuple[CompiledPolicy, Request] | None = None
-        self._measure_l2 = False  # set each tick in "auto": time the next lookup
-        self._l2_sample_ns: int | None = None
+        self._measure_l2 = 0  # lookups still to time this tick ("auto")
+        self._burst: list[int] = []  # their times (ns)
         self._local_samples: deque[float] = deque(maxlen=SAMPLES)
         self._l2_samples: deque[float] = deque(maxlen=SAMPLES)
         self._flushed = Counts()
@@ -131,7 +133,7 @@ class TieredCache:
                 return found
             counts.l1_misses += 1
         self._sample = (policy, request)
-        if self.l2 is not None and (self._read_l2 or self._measure_l2):
+        if self.l2 is not None and (self._read_l2 or self._measure_l2 > 0):
             found = self._l2_get(self.l2, key, policy.version)
             if found is not None:
                 counts.l2_hits += 1
@@ -142,16 +144,16 @@ class TieredCache:
         return None
 
     def _l2_get(self, l2: RedisCache, key: tuple[Any, ...], version: str) -> Decision | None:
-        if not self._measure_l2:
+        if self._measure_l2 <= 0:
             return l2.get(key, version)
-        # Once a tick in "auto", one lookup is timed here, on a request thread, so
-        # that the estimate includes what the request pays (the GIL taken back
-        # after the network wait), unlike a lookup timed on a background thread.
-        self._measure_l2 = False
+        # Each tick in "auto", a burst of lookups is timed here, on request
+        # threads, so that the estimate includes what a request pays (the GIL
+        # taken back after the network wait), unlike a background thread's.
+        self._measure_l2 -= 1
         start = time.perf_counter_ns()
         found = l2.get(key, version)
         if not l2.tracker.blocked:
-            self._l2_sample_ns = time.perf_counter_ns() - start
+            self._burst.append(time.perf_counter_ns() - start)
         return found
 
     def put(self, policy: CompiledPolicy, request: Request, decision: Decision) -> None:
@@ -212,11 +214,11 @@ class TieredCache:
         if sample is not None:
             self._local_samples.append(_local_cost_ns(*sample))
             self.local_cost_ns = statistics.median(self._local_samples)
-        remote, self._l2_sample_ns = self._l2_sample_ns, None
-        if remote is not None:
-            self._l2_samples.append(remote)
+        burst, self._burst = self._burst, []
+        if len(burst) > 1:  # the first lookup of a burst wakes an idle Redis: not typical
+            self._l2_samples.append(statistics.median(burst[1:]))
             self.l2_cost_ns = statistics.median(self._l2_samples)
-        self._measure_l2 = True
+        self._measure_l2 = PROBE_BURST
         local, l2 = self.local_cost_ns, self.l2_cost_ns
         self._read_l2 = local is not None and l2 is not None and local > l2
 
