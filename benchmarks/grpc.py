@@ -20,10 +20,12 @@ decisions must match. Requests are serialized once beforehand and responses
 not parsed while timing, so the client spends its CPU on gRPC alone (the
 machine's other core). "64 in flight": grpc.aio, one channel, 64 tasks each
 sending its next call when the last one answered; "sequential": the blocking
-stub, one call at a time (its median is the latency). The floor and Check are
-measured in alternating rounds on the same server, and each row is the median
-of the rounds. "half load": calls started on a fixed schedule at half the
-measured 64-in-flight rate, latency counted from the scheduled start.
+stub, one call at a time (its median is the latency). The floor, Check,
+BatchCheck and Cerbos (running beside the default server) are measured in
+alternating rounds, so a slow spell of this shared machine hits them alike;
+each row is the median round, and "vs floor" the median over rounds of each
+round's rate / the floor's. "half load": calls started on a fixed schedule at
+half the measured 64-in-flight rate, latency counted from the scheduled start.
 """
 
 from __future__ import annotations
@@ -72,9 +74,9 @@ CASES = 1000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("grpc")
     group.add_argument("--grpc-seconds", type=float, default=None,
-                       help="seconds per measurement (default 2; 0.7 with --quick)")
+                       help="seconds per measurement (default 1; 0.5 with --quick)")
     group.add_argument("--grpc-rounds", type=int, default=None,
-                       help="alternating floor/Check rounds per server (default 3; 2 with --quick)")
+                       help="alternating floor/Check rounds per server (default 5; 3 with --quick)")
     group.add_argument("--grpc-no-cerbos", action="store_true",
                        help="skip Cerbos (no npm, or not linux x86_64)")
 
@@ -404,98 +406,137 @@ class Row:
     mode: str
     load: Load
     units: int = 1
-    floor: float | None = None  # the floor's rate in the same rounds, for "vs floor"
+    vs_floor: float | None = None  # throughput / the floor's, paired by round
 
     def line(self) -> str:
         rate = self.load.rate
         decisions = f"{rate * self.units:,.0f}" if self.units else ""
-        vs = f"{100 * rate / self.floor:.0f}%" if self.floor else ""
+        vs = f"{100 * self.vs_floor:.0f}%" if self.vs_floor else ""
         return (f"| {self.label} | {self.mode} | {rate:,.0f} | {decisions} | "
                 f"{statistics.median(self.load.latencies_us):,.0f} | {self.load.percentile(0.99):,.0f} | "
                 f"{self.load.errors} | {vs} |")
 
 
-def _rounds(rounds: int, measures: Sequence[Callable[[], Load]]) -> list[Load]:
-    """Each measure once per round, alternating; the median round of each."""
+def _rounds(rounds: int, measures: Sequence[Callable[[], Load]]) -> list[list[Load]]:
+    """Each measure once per round, alternating, so that a slow spell of the machine
+    hits them alike; per measure, its loads in round order."""
     results: list[list[Load]] = [[] for _ in measures]
     for _ in range(rounds):
         for i, measure in enumerate(measures):
             results[i].append(measure())
-    return [median_load(r) for r in results]
+    return results
 
 
-def pdp_rows(address: str, label: str, check: Sequence[bytes], batch: Sequence[bytes],
-             seconds: float, rounds: int) -> tuple[list[Row], Load]:
-    empty = [empty_pb2.Empty().SerializeToString()]
-    floor64, check64, floor1, check1 = _rounds(rounds, [
-        lambda: closed_loop(address, FLOOR_METHOD, empty, seconds),
-        lambda: closed_loop(address, CHECK, check, seconds),
-        lambda: sequential(address, FLOOR_METHOD, empty, seconds),
-        lambda: sequential(address, CHECK, check, seconds),
-    ])
-    batched = closed_loop(address, BATCH_CHECK, batch, seconds, in_flight=4)
+def paired(target: Sequence[Load], floor: Sequence[Load]) -> float:
+    """The median over rounds of target/floor throughput, each pair from one round."""
+    return statistics.median(t.rate / f.rate for t, f in zip(target, floor, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Bodies:
+    """The scenario's calls, serialized once."""
+
+    check: list[bytes]  # one CheckRequest per case
+    batch: list[bytes]  # BatchCheckRequests of BATCH cases
+    cerbos: list[bytes]  # one CheckResources per case, one resource
+    cerbos_batch: list[bytes]  # CheckResources of BATCH resources, one principal
+
+    @staticmethod
+    def of(scenario: Sequence[Case], with_cerbos: bool) -> Bodies:
+        check = [pdp_request(c).SerializeToString() for c in scenario]
+        batch = [decision_pb2.BatchCheckRequest(requests=[pdp_request(c) for c in scenario[i:i + BATCH]])
+                 .SerializeToString() for i in range(0, len(scenario), BATCH)]
+        if not with_cerbos:
+            return Bodies(check, batch, [], [])
+        same = [c for c in scenario if c.subject == scenario[0].subject] * 2
+        return Bodies(check, batch, [cerbos_request([c]).SerializeToString() for c in scenario],
+                      [cerbos_request(same[i:i + BATCH]).SerializeToString()
+                       for i in range(0, len(same) // 2, BATCH)])
+
+
+EMPTY_BODY = [empty_pb2.Empty().SerializeToString()]
+
+
+def head_to_head(pdp: str, cerbos: str | None, label: str, bodies: Bodies, seconds: float,
+                 rounds: int) -> tuple[list[Row], list[str]]:
+    """Floor, Check, BatchCheck (and Cerbos) in alternating rounds; then each at half its peak."""
+    measures: dict[str, Callable[[], Load]] = {
+        "floor64": lambda: closed_loop(pdp, FLOOR_METHOD, EMPTY_BODY, seconds),
+        "check64": lambda: closed_loop(pdp, CHECK, bodies.check, seconds),
+        "floor1": lambda: sequential(pdp, FLOOR_METHOD, EMPTY_BODY, seconds),
+        "check1": lambda: sequential(pdp, CHECK, bodies.check, seconds),
+        "batch": lambda: closed_loop(pdp, BATCH_CHECK, bodies.batch, seconds, in_flight=4),
+    }
+    if cerbos is not None:
+        measures |= {
+            "cerbos64": lambda: closed_loop(cerbos, CERBOS_CHECK, bodies.cerbos, seconds),
+            "cerbos1": lambda: sequential(cerbos, CERBOS_CHECK, bodies.cerbos, seconds),
+            "cerbos_batch": lambda: closed_loop(cerbos, CERBOS_CHECK, bodies.cerbos_batch, seconds,
+                                                in_flight=4),
+        }
+    runs = dict(zip(measures, _rounds(rounds, list(measures.values())), strict=True))
+    m = {name: median_load(loads) for name, loads in runs.items()}
+    floor_name, check_name = f"floor: empty RPC, {label} server", f"Check, {label}"
     rows = [
-        Row(f"floor: empty RPC, {label} server", "64 in flight", floor64, units=0),
-        Row(f"Check, {label}", "64 in flight", check64, floor=floor64.rate),
-        Row(f"floor: empty RPC, {label} server", "sequential", floor1, units=0),
-        Row(f"Check, {label}", "sequential", check1, floor=floor1.rate),
-        Row(f"BatchCheck x{BATCH}, {label}", "4 in flight", batched, units=BATCH),
+        Row(floor_name, "64 in flight", m["floor64"], units=0),
+        Row(check_name, "64 in flight", m["check64"], vs_floor=paired(runs["check64"], runs["floor64"])),
+        Row(floor_name, "sequential", m["floor1"], units=0),
+        Row(check_name, "sequential", m["check1"], vs_floor=paired(runs["check1"], runs["floor1"])),
+        Row(f"BatchCheck x{BATCH}, {label}", "4 in flight", m["batch"], units=BATCH),
     ]
-    return rows, check64
+    verdicts = []
+    if cerbos is not None:
+        rows += [
+            Row("Cerbos CheckResources, 1 resource", "64 in flight", m["cerbos64"],
+                vs_floor=paired(runs["cerbos64"], runs["floor64"])),
+            Row("Cerbos CheckResources, 1 resource", "sequential", m["cerbos1"],
+                vs_floor=paired(runs["cerbos1"], runs["floor1"])),
+            Row(f"Cerbos CheckResources, {BATCH} resources (1 principal)", "4 in flight",
+                m["cerbos_batch"], units=BATCH),
+        ]
+        verdicts.append(f"Check / Cerbos throughput at 64 in flight, paired by round: "
+                        f"{paired(runs['check64'], runs['cerbos64']):.2f}x.")
+    half, offered = m["check64"].rate / 2, f"{m['check64'].rate / 2:,.0f}/s offered"
+    rows += [
+        Row(floor_name, offered, fixed_rate(pdp, FLOOR_METHOD, EMPTY_BODY, half, 2 * seconds), units=0),
+        Row(check_name, offered, fixed_rate(pdp, CHECK, bodies.check, half, 2 * seconds)),
+    ]
+    if cerbos is not None:
+        chalf = m["cerbos64"].rate / 2
+        rows.append(Row("Cerbos CheckResources, 1 resource", f"{chalf:,.0f}/s offered",
+                        fixed_rate(cerbos, CERBOS_CHECK, bodies.cerbos, chalf, 2 * seconds)))
+    return rows, verdicts
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    seconds = args.grpc_seconds or (0.7 if args.quick else 2.0)
-    rounds = args.grpc_rounds or (2 if args.quick else 3)
-    scenario = cases(CASES)
-    check = [pdp_request(c).SerializeToString() for c in scenario]
-    batch = [decision_pb2.BatchCheckRequest(requests=[pdp_request(c) for c in scenario[i:i + BATCH]])
-             .SerializeToString() for i in range(0, CASES, BATCH)]
-    rows: list[Row] = []
+    seconds = args.grpc_seconds or (0.5 if args.quick else 1.0)
+    rounds = args.grpc_rounds or (3 if args.quick else 5)
     notes: list[str] = []
+    with_cerbos = not args.grpc_no_cerbos and _cerbos_runs_here(notes)
+    scenario = cases(CASES)
+    bodies = Bodies.of(scenario, with_cerbos)
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp:
         workdir = Path(tmp)
-        with pdp_server(workdir, [], check[0]) as address:
-            ours = pdp_decisions(address, scenario)
-            got, check64 = pdp_rows(address, "cache on", check, batch, seconds, rounds)
-            half = fixed_rate(address, CHECK, check, check64.rate / 2, seconds)
-            floor_half = fixed_rate(address, FLOOR_METHOD, [empty_pb2.Empty().SerializeToString()],
-                                    check64.rate / 2, seconds)
+        with pdp_server(workdir, [], bodies.check[0]) as pdp, contextlib.ExitStack() as stack:
+            cerbos = stack.enter_context(cerbos_server(workdir, bodies.cerbos[0])) if with_cerbos else None
+            ours = pdp_decisions(pdp, scenario)
+            if cerbos is not None:
+                notes.append(compare(ours, cerbos_decisions(cerbos, scenario), scenario))
+            got, verdicts = head_to_head(pdp, cerbos, "cache on", bodies, seconds, rounds)
             rows += got
-            rows.append(Row("floor: empty RPC, cache on server", f"{check64.rate / 2:,.0f}/s offered",
-                            floor_half, units=0))
-            rows.append(Row("Check, cache on (default)", f"{check64.rate / 2:,.0f}/s offered", half))
-        with pdp_server(workdir, ["--cache-size", "0"], check[0]) as address:
-            rows += pdp_rows(address, "cache off", check, batch, seconds, rounds)[0]
-        if not args.grpc_no_cerbos:
-            rows += cerbos_rows(workdir, scenario, ours, seconds, rounds, notes)
-        rows += worker_rows(workdir, check, seconds)
+            notes += verdicts
+        with pdp_server(workdir, ["--cache-size", "0"], bodies.check[0]) as pdp:
+            rows += head_to_head(pdp, None, "cache off", bodies, seconds, rounds)[0]
+        rows += worker_rows(workdir, bodies.check, seconds)
     return _report(rows, notes, seconds, rounds)
 
 
-def cerbos_rows(workdir: Path, scenario: Sequence[Case], ours: Sequence[bool], seconds: float,
-                rounds: int, notes: list[str]) -> list[Row]:
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        notes.append("Cerbos rows skipped: its npm binary is for linux x86_64.")
-        return []
-    single = [cerbos_request([c]).SerializeToString() for c in scenario]
-    same_principal = [c for c in scenario if c.subject == scenario[0].subject]
-    batch = [cerbos_request((same_principal * 2)[i:i + BATCH]).SerializeToString()
-             for i in range(0, len(same_principal), BATCH)]
-    with cerbos_server(workdir, single[0]) as address:
-        notes.append(compare(ours, cerbos_decisions(address, scenario), scenario))
-        many, one = _rounds(rounds, [
-            lambda: closed_loop(address, CERBOS_CHECK, single, seconds),
-            lambda: sequential(address, CERBOS_CHECK, single, seconds),
-        ])
-        batched = closed_loop(address, CERBOS_CHECK, batch, seconds, in_flight=4)
-        half = fixed_rate(address, CERBOS_CHECK, single, many.rate / 2, seconds)
-    return [
-        Row("Cerbos CheckResources, 1 resource", "64 in flight", many),
-        Row("Cerbos CheckResources, 1 resource", "sequential", one),
-        Row(f"Cerbos CheckResources, {BATCH} resources (1 principal)", "4 in flight", batched, units=BATCH),
-        Row("Cerbos CheckResources, 1 resource", f"{many.rate / 2:,.0f}/s offered", half),
-    ]
+def _cerbos_runs_here(notes: list[str]) -> bool:
+    if platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"):
+        return True
+    notes.append("Cerbos rows skipped: its npm binary is for linux x86_64.")
+    return False
 
 
 def worker_rows(workdir: Path, check: Sequence[bytes], seconds: float) -> list[Row]:
@@ -511,8 +552,9 @@ def _report(rows: Sequence[Row], notes: Sequence[str], seconds: float, rounds: i
     lines = [
         "## gRPC: Check and BatchCheck against the transport floor and Cerbos",
         "",
-        f"One Python gRPC client on loopback; {seconds:g} s per measurement, floor and Check "
-        f"alternating over {rounds} rounds (median round shown); {os.cpu_count()} cores.",
+        f"One Python gRPC client on loopback; {seconds:g} s per measurement, floor, Check and "
+        f"BatchCheck alternating over {rounds} rounds (the median round shown; \"vs floor\" is the "
+        f"median of the rounds' ratios); {os.cpu_count()} cores.",
         "",
         "| target | load | calls/s | decisions/s | p50 µs | p99 µs | errors | vs floor |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -531,14 +573,9 @@ def _find(rows: Sequence[Row], label: str, mode: str) -> Row | None:
 def _verdicts(rows: Sequence[Row]) -> list[str]:
     out = []
     check = _find(rows, "Check, cache on", "64 in flight")
-    cerbos = _find(rows, "Cerbos CheckResources, 1", "64 in flight")
-    if check and check.floor:
-        ok = check.load.rate >= 0.9 * check.floor
-        out.append(f"- Check throughput {100 * check.load.rate / check.floor:.0f}% of the floor "
-                   f"(target >= 90%): {'met' if ok else 'MISSED'}.")
-    if check and cerbos:
-        out.append(f"- Check {check.load.rate:,.0f}/s vs Cerbos {cerbos.load.rate:,.0f}/s "
-                   f"at 64 in flight ({check.load.rate / cerbos.load.rate:.2f}x).")
+    if check and check.vs_floor:
+        out.append(f"- Check throughput {100 * check.vs_floor:.0f}% of the floor "
+                   f"(target >= 90%): {'met' if check.vs_floor >= 0.9 else 'MISSED'}.")
     seq, cseq = _find(rows, "Check, cache on", "sequential"), _find(rows, "Cerbos CheckResources, 1", "seq")
     if seq and cseq:
         a, b = statistics.median(seq.load.latencies_us), statistics.median(cseq.load.latencies_us)
