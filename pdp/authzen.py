@@ -52,12 +52,33 @@ def roles_of(properties: Mapping[str, Any], field: str = "subject.properties.rol
     return frozenset(roles)
 
 
-def request_from_json(body: Any) -> Request:
-    """An AuthZEN evaluation request ({subject, action, resource, context})."""
+def subject_token(body: Any, max_length: int) -> str | None:
+    """The JWT a subject may carry (`subject.token`, as in the gRPC API), or None."""
+    subject = body.get("subject") if isinstance(body, dict) else None
+    token = subject.get("token") if isinstance(subject, dict) else None
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token:
+        raise RequestError("subject.token must be a non-empty string")
+    if len(token) > max_length:
+        raise RequestError(f"subject.token is longer than {max_length} characters")
+    return token
+
+
+def request_from_json(body: Any, with_token: bool = False) -> Request:
+    """An AuthZEN evaluation request ({subject, action, resource, context}).
+
+    With `with_token`, a subject carrying a `token` may leave out its type and
+    id (empty here): the verified token names the subject.
+    """
     if not isinstance(body, dict):
         raise RequestError("the request must be a JSON object")
     subject = _part(body, "subject")
-    subject_type, subject_id = _text(subject, "type", "subject"), _text(subject, "id", "subject")
+    if with_token and "token" in subject:
+        subject_type = _text(subject, "type", "subject") if "type" in subject else ""
+        subject_id = _text(subject, "id", "subject") if "id" in subject else ""
+    else:
+        subject_type, subject_id = _text(subject, "type", "subject"), _text(subject, "id", "subject")
     action = _part(body, "action")
     action_name = _text(action, "name", "action")
     resource = _part(body, "resource")

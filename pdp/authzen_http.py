@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,13 +29,14 @@ from pdp.authzen import (
     batch_from_json,
     decision_to_json,
     error_to_json,
+    subject_token,
 )
 from pdp.authzen import request_from_json as authzen_request
 from pdp.config import Config
 from pdp.identity.reasons import TEXT, Rejection
 from pdp.identity.resolver import IdentityResolver
-from pdp.model import Request
-from pdp.service import CallMeta, DecisionService, Outcome
+from pdp.model import Decision, Request, deny_because
+from pdp.service import CallMeta, DecisionService, Outcome, new_decision_id
 
 log = logging.getLogger("pdp.authzen")
 
@@ -56,6 +58,14 @@ class HttpError(Exception):
         self.headers = dict(headers or {})
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request whose subject token was refused, and the DENY that says why."""
+
+    request: Request
+    decision: Decision
+
+
 class AuthZenApi:
     def __init__(
         self, service: DecisionService, config: Config, identity: IdentityResolver | None = None
@@ -66,12 +76,15 @@ class AuthZenApi:
         self._require_token = config.http.require_token
         self._identity = identity
         self._realm = config.envoy.realm
+        self._max_token = config.limits.max_token_length
 
     async def evaluation(self, request: HttpRequest) -> Response:
         try:
             meta = self._caller(request)
             body = await self._json(request)
-            outcome = self._service.check(_parse(body), meta)
+            outcome = self._decide(body, meta)
+        except RequestError as exc:
+            return _error(request, HttpError(400, str(exc)))
         except HttpError as exc:
             return _error(request, exc)
         return _json(request, _decision(outcome))
@@ -82,12 +95,43 @@ class AuthZenApi:
             body = await self._json(request)
             batch = batch_from_json(body, self._max_batch)
             if batch is None:  # no `evaluations`: a single evaluation, answered as such
-                return _json(request, _decision(self._service.check(_parse(body), meta)))
+                return _json(request, _decision(self._decide(body, meta)))
         except RequestError as exc:
             return _error(request, HttpError(400, str(exc)))
         except HttpError as exc:
             return _error(request, exc)
         return _json(request, {"evaluations": self._run(batch, meta)})
+
+    def _prepare(self, body: Any) -> Request | Refused:
+        """The request; about the token's subject when `subject.token` is given (as in gRPC).
+
+        Raises RequestError for a request that cannot be evaluated.
+        """
+        token = subject_token(body, self._max_token)
+        request = authzen_request(body, with_token=True)
+        if token is None:
+            return request
+        policy = self._service.holder.current
+        version = policy.version if policy is not None else ""
+        if self._identity is None:
+            return Refused(request, deny_because(
+                "token verification is not configured ([identity] issuers)", version,
+                "pdp.identity.unconfigured"))
+        resolved = self._identity.resolve(request, token, version)
+        return Refused(request, resolved) if isinstance(resolved, Decision) else resolved
+
+    def _decide(self, body: Any, meta: CallMeta) -> Outcome:
+        prepared = self._prepare(body)
+        if isinstance(prepared, Refused):
+            return self._refuse(prepared, meta)
+        return self._service.check(prepared, meta)
+
+    def _refuse(self, refused: Refused, meta: CallMeta) -> Outcome:
+        """A refused token is a DENY saying why, audited like any decision."""
+        outcome = Outcome(refused.decision, new_decision_id(), False, 0.0)
+        if self._service.audit is not None:
+            self._service.audit.record(refused.request, outcome, meta)
+        return outcome
 
     def _run(self, batch: Batch, meta: CallMeta) -> list[dict[str, Any]]:
         if batch.semantic == EXECUTE_ALL:
@@ -95,7 +139,7 @@ class AuthZenApi:
         results: list[dict[str, Any]] = []
         for i, entry in enumerate(batch.entries):
             try:
-                outcome = self._service.check(authzen_request(entry), meta)
+                outcome = self._decide(entry, meta)
             except RequestError as exc:
                 results.append(error_to_json(f"evaluations[{i}]: {exc}"))
                 continue
@@ -105,16 +149,27 @@ class AuthZenApi:
         return results
 
     def _run_all(self, batch: Batch, meta: CallMeta) -> list[dict[str, Any]]:
-        """Every entry, all decided against one policy version (`check_many`)."""
+        """Every entry, the valid ones decided against one policy version (`check_many`)."""
+        slots: list[dict[str, Any] | Refused | None] = []  # None: the next of `outcomes`
         requests: list[Request] = []
-        errors: dict[int, dict[str, Any]] = {}
         for i, entry in enumerate(batch.entries):
             try:
-                requests.append(authzen_request(entry))
+                prepared = self._prepare(entry)
             except RequestError as exc:
-                errors[i] = error_to_json(f"evaluations[{i}]: {exc}")
+                slots.append(error_to_json(f"evaluations[{i}]: {exc}"))
+                continue
+            if isinstance(prepared, Refused):
+                slots.append(prepared)
+            else:
+                requests.append(prepared)
+                slots.append(None)
         outcomes = iter(self._service.check_many(requests, meta))
-        return [errors[i] if i in errors else _decision(next(outcomes)) for i in range(len(batch.entries))]
+        return [
+            _decision(next(outcomes)) if slot is None
+            else _decision(self._refuse(slot, meta)) if isinstance(slot, Refused)
+            else slot
+            for slot in slots
+        ]
 
     async def configuration(self, request: HttpRequest) -> Response:
         base = str(request.base_url).rstrip("/")
@@ -158,13 +213,6 @@ class AuthZenApi:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"the body is not JSON: {exc}") from None
-
-
-def _parse(body: Any) -> Any:
-    try:
-        return authzen_request(body)
-    except RequestError as exc:
-        raise HttpError(400, str(exc)) from None
 
 
 def _decision(outcome: Outcome) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from gateway_support import (
     BETH,
+    GATEWAY_POLICIES,
     RICK,
     TODO_POLICIES,
     free_port,
@@ -292,3 +293,41 @@ def test_an_http_port_in_use_stops_the_server() -> None:
         with PdpProcess(args) as proc:
             assert proc.proc.wait(30) == 1
             assert proc.msg("cannot listen")[0]["http"] == f"127.0.0.1:{port}"
+
+
+def route(method: str, path: str, subject_: dict[str, Any]) -> dict[str, Any]:
+    return {"subject": subject_, "action": {"name": method}, "resource": {"type": "route", "id": path}}
+
+
+def test_a_subject_token_names_the_subject() -> None:
+    config = make_config(GATEWAY_POLICIES, http={"listen": "127.0.0.1:0"})
+    todos = {"type": "route", "id": "/todos"}
+    with serving(config, with_identity=True) as (server, recorder):
+        status, _h, answer = post_json(server.port, EVALUATION,
+                                       route("POST", "/todos", {"token": token(RICK)}))
+        assert (status, answer["decision"]) == (200, True)
+        audited = recorder.records[-1][0]
+        assert (audited.subject_type, audited.subject_id) == ("identity", RICK)
+        expired = {"type": "identity", "id": RICK, "token": token(RICK, lifetime=-100)}
+        status, _h, answer = post_json(server.port, EVALUATION, route("GET", "/todos", expired))
+        assert (status, answer["decision"]) == (200, False)
+        assert answer["context"]["reasons"][0]["rule"] == "pdp.identity.expired"
+        assert recorder.records[-1][1].decision_id == answer["context"]["decision_id"]
+        someone_else = route("GET", "/todos", {"type": "identity", "id": BETH, "token": token(RICK)})
+        answer = post_json(server.port, EVALUATION, someone_else)[2]
+        assert answer["context"]["reasons"][0]["rule"] == "pdp.identity.subject_mismatch"
+        batch = {"subject": {"token": token(BETH)}, "action": {"name": "GET"},
+                 "evaluations": [{"resource": todos},
+                                 {"action": {"name": "POST"}, "resource": todos},
+                                 {"subject": {"token": "garbage"}, "resource": todos}]}
+        results = post_json(server.port, EVALUATIONS, batch)[2]["evaluations"]
+        assert [r["decision"] for r in results] == [True, False, False]
+        assert results[2]["context"]["reasons"][0]["rule"] == "pdp.identity.malformed"
+        status, _h, answer = post_json(server.port, EVALUATION, route("GET", "/todos", {"token": 7}))
+        assert (status, "subject.token" in answer["error"]) == (400, True)
+
+
+def test_a_subject_token_without_identity_is_a_deny(api: tuple[int, Recorder]) -> None:
+    status, _h, answer = post_json(api[0], EVALUATION, route("GET", "/todos", {"token": token(RICK)}))
+    assert (status, answer["decision"]) == (200, False)
+    assert answer["context"]["reasons"][0]["rule"] == "pdp.identity.unconfigured"
