@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.tree import Meta
 
 from pdp import ast
 from pdp.errors import PolicyIssue, PolicySetError
@@ -60,16 +60,24 @@ class _Postlexer:
 
 
 @functools.cache
-def _lark() -> Lark:
+def _parser() -> tuple[Lark, _AstBuilder]:
+    """The parser, with the AST builder run as each rule is reduced: no parse
+    tree is built (on a large set, building and walking it cost a third of
+    the parse). The builder knows the current file, so parses take a lock."""
     grammar = resources.files("pdp").joinpath("grammar.lark").read_text(encoding="utf-8")
-    return Lark(
+    builder = _AstBuilder()
+    lark = Lark(
         grammar,
         parser="lalr",
         lexer="contextual",
         postlex=_Postlexer(),
-        propagate_positions=True,
+        transformer=builder,
         maybe_placeholders=False,
     )
+    return lark, builder
+
+
+_PARSE_LOCK = threading.Lock()
 
 
 def _describe(token_types: set[str] | frozenset[str]) -> str:
@@ -118,12 +126,13 @@ def syntax_issue(path: str, text: str, err: UnexpectedInput) -> PolicyIssue:
 
 def parse_policy(path: str, text: str) -> ast.PolicyFile:
     """Parse one file's text; `path` (relative to the policy folder) is used in positions."""
-    try:
-        tree = _lark().parse(text)
-    except UnexpectedInput as err:
-        raise PolicySetError([syntax_issue(path, text, err)]) from None
-    builder = _TreeToAst(path)
-    items: list[Any] = builder.transform(tree).children
+    lark, builder = _parser()
+    with _PARSE_LOCK:
+        builder.file = path
+        try:
+            items: list[Any] = lark.parse(text)  # type: ignore[assignment]  # the builder returns a list
+        except UnexpectedInput as err:
+            raise PolicySetError([syntax_issue(path, text, err)]) from None
     return ast.PolicyFile(
         path=path,
         roles=tuple(i for i in items if isinstance(i, ast.RoleDecl)),
@@ -143,38 +152,26 @@ def _number(token: Token) -> int | float:
     return float(text) if "." in text else int(text)
 
 
-class _TreeToAst(Transformer[Token, Any]):
-    """Builds pdp.ast nodes; the compiler never sees a lark tree.
+class _AstBuilder(Transformer[Token, Any]):
+    """Builds pdp.ast nodes as the parser reduces each rule; the compiler never
+    sees lark's objects. Positions come from the tokens (no parse tree, no meta)."""
 
-    Each handler takes (meta, children). They are looked up once per file
-    instead of through lark's per-node `v_args` wrappers, which cost a
-    wrapper object per node (a second per 300k nodes of a large set)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.file = path
-        self._handlers = {
-            name: getattr(self, name)
-            for name in dir(type(self))
-            if not name.startswith("_") and name != "transform"
-        }
-
-    def _call_userfunc(self, tree: Any, new_children: Any = None) -> Any:
-        children = new_children if new_children is not None else tree.children
-        handler = self._handlers.get(tree.data)
-        if handler is None:
-            return Tree(tree.data, children, tree.meta)
-        return handler(tree.meta, children)
-
-    def _pos(self, meta: Meta) -> ast.Pos:
-        return ast.Pos(self.file, getattr(meta, "line", 0), getattr(meta, "column", 0))
+    def __init__(self) -> None:
+        super().__init__(visit_tokens=False)
+        self.file = ""
 
     def _name(self, token: Token) -> ast.Name:
-        return ast.Name(str(token), ast.Pos(self.file, token.line or 0, token.column or 0))
+        return ast.Name(str(token), self._at(token))
+
+    def _at(self, token: Token) -> ast.Pos:
+        return ast.Pos(self.file, token.line or 0, token.column or 0)
+
+    def start(self, children: list[Any]) -> list[Any]:
+        return children
 
     # ---- statements ----
 
-    def role(self, meta: Meta, children: list[Any]) -> ast.RoleDecl:
+    def role(self, children: list[Any]) -> ast.RoleDecl:
         name = self._name(children[0])
         inherits: tuple[ast.Name, ...] = ()
         rules = []
@@ -183,12 +180,12 @@ class _TreeToAst(Transformer[Token, Any]):
                 inherits = child
             elif isinstance(child, ast.RuleDecl):
                 rules.append(_with_role(child, name.text))
-        return ast.RoleDecl(name, inherits, tuple(rules), self._pos(meta))
+        return ast.RoleDecl(name, inherits, tuple(rules), name.pos)
 
-    def inherits(self, meta: Meta, children: list[Token]) -> tuple[ast.Name, ...]:
+    def inherits(self, children: list[Token]) -> tuple[ast.Name, ...]:
         return tuple(self._name(t) for t in children)
 
-    def rule(self, meta: Meta, children: list[Any]) -> ast.RuleDecl:
+    def rule(self, children: list[Any]) -> ast.RuleDecl:
         effect, actions, pattern, *rest = children
         parts = {kind: value for kind, value in rest}
         return ast.RuleDecl(
@@ -199,32 +196,32 @@ class _TreeToAst(Transformer[Token, Any]):
             reason=parts.get("reason"),
             name=parts.get("as"),
             role=None,
-            pos=self._pos(meta),
+            pos=self._at(effect),
         )
 
-    def actions(self, meta: Meta, children: list[Token]) -> tuple[ast.Name, ...] | None:
+    def actions(self, children: list[Token]) -> tuple[ast.Name, ...] | None:
         if children[0].type == "STAR":
             return None
         return tuple(self._name(t) for t in children)
 
-    def when(self, meta: Meta, children: list[Any]) -> tuple[str, ast.Expr]:
+    def when(self, children: list[Any]) -> tuple[str, ast.Expr]:
         return ("when", children[0])
 
-    def reason(self, meta: Meta, children: list[Token]) -> tuple[str, str]:
+    def reason(self, children: list[Token]) -> tuple[str, str]:
         return ("reason", _unquote(children[0]))
 
-    def rule_name(self, meta: Meta, children: list[Token]) -> tuple[str, ast.Name]:
+    def rule_name(self, children: list[Token]) -> tuple[str, ast.Name]:
         return ("as", self._name(children[0]))
 
-    def grant(self, meta: Meta, children: list[Token]) -> ast.GrantDecl:
+    def grant(self, children: list[Token]) -> ast.GrantDecl:
         roles = tuple(self._name(t) for t in children if t.type == "NAME")
         subjects = tuple(self._name(t) for t in children if t.type == "PATTERN")
-        return ast.GrantDecl(roles, subjects, self._pos(meta))
+        return ast.GrantDecl(roles, subjects, roles[0].pos)
 
-    def test(self, meta: Meta, children: list[Any]) -> ast.TestDecl:
-        return ast.TestDecl(_unquote(children[0]), tuple(children[1:]), self._pos(meta))
+    def test(self, children: list[Any]) -> ast.TestDecl:
+        return ast.TestDecl(_unquote(children[0]), tuple(children[1:]), self._at(children[0]))
 
-    def expect(self, meta: Meta, children: list[Any]) -> ast.Expect:
+    def expect(self, children: list[Any]) -> ast.Expect:
         effect, subject, action, resource, *rest = children
         given: tuple[tuple[ast.Name, Any], ...] = ()
         roles: tuple[ast.Name, ...] = ()
@@ -235,66 +232,66 @@ class _TreeToAst(Transformer[Token, Any]):
                 roles = value
         return ast.Expect(
             str(effect), self._name(subject), self._name(action), self._name(resource),
-            given, roles, self._pos(meta),
+            given, roles, self._at(effect),
         )
 
-    def given(self, meta: Meta, children: list[Any]) -> tuple[str, tuple[Any, ...]]:
+    def given(self, children: list[Any]) -> tuple[str, tuple[Any, ...]]:
         return ("given", tuple(children))
 
-    def assignment(self, meta: Meta, children: list[Any]) -> tuple[ast.Name, Any]:
+    def assignment(self, children: list[Any]) -> tuple[ast.Name, Any]:
         return (self._name(children[0]), children[1].value)
 
-    def with_roles(self, meta: Meta, children: list[Token]) -> tuple[str, tuple[ast.Name, ...]]:
+    def with_roles(self, children: list[Token]) -> tuple[str, tuple[ast.Name, ...]]:
         return ("roles", tuple(self._name(t) for t in children))
 
     # ---- conditions ----
 
-    def or_expr(self, meta: Meta, children: list[ast.Expr]) -> ast.Expr:
-        return ast.BoolOp("or", tuple(children), self._pos(meta))
+    def or_expr(self, children: list[ast.Expr]) -> ast.Expr:
+        return ast.BoolOp("or", tuple(children), children[0].pos)
 
-    def and_expr(self, meta: Meta, children: list[ast.Expr]) -> ast.Expr:
-        return ast.BoolOp("and", tuple(children), self._pos(meta))
+    def and_expr(self, children: list[ast.Expr]) -> ast.Expr:
+        return ast.BoolOp("and", tuple(children), children[0].pos)
 
-    def not_(self, meta: Meta, children: list[ast.Expr]) -> ast.Expr:
-        return ast.Not(children[0], self._pos(meta))
+    def not_(self, children: list[ast.Expr]) -> ast.Expr:
+        return ast.Not(children[0], children[0].pos)
 
-    def compare(self, meta: Meta, children: list[Any]) -> ast.Expr:
+    def compare(self, children: list[Any]) -> ast.Expr:
         left, op, right = children
-        return ast.Compare(str(op), left, right, self._pos(meta))
+        return ast.Compare(str(op), left, right, left.pos)
 
-    def in_(self, meta: Meta, children: list[ast.Expr]) -> ast.Expr:
-        return ast.Membership(children[0], children[1], False, self._pos(meta))
+    def in_(self, children: list[ast.Expr]) -> ast.Expr:
+        return ast.Membership(children[0], children[1], False, children[0].pos)
 
-    def not_in(self, meta: Meta, children: list[ast.Expr]) -> ast.Expr:
-        return ast.Membership(children[0], children[1], True, self._pos(meta))
+    def not_in(self, children: list[ast.Expr]) -> ast.Expr:
+        return ast.Membership(children[0], children[1], True, children[0].pos)
 
-    def path(self, meta: Meta, children: list[Token]) -> ast.Expr:
-        return ast.PathRef(str(children[0]), self._name(children[0]).pos)
+    def path(self, children: list[Token]) -> ast.Expr:
+        return ast.PathRef(str(children[0]), self._at(children[0]))
 
-    def call(self, meta: Meta, children: list[Any]) -> ast.Expr:
+    def call(self, children: list[Any]) -> ast.Expr:
         name = self._name(children[0])
         args = tuple(c for c in children[1:] if c is not None)
         return ast.Call(name.text, args, name.pos)
 
-    def list_expr(self, meta: Meta, children: list[ast.Expr]) -> ast.Expr:
+    def list_expr(self, children: list[ast.Expr]) -> ast.Expr:
         items = tuple(c for c in children if c is not None)
-        return ast.ListExpr(items, self._pos(meta))
+        return ast.ListExpr(items, items[0].pos if items else ast.Pos(self.file, 0, 0))
 
-    def list_value(self, meta: Meta, children: list[ast.Literal]) -> ast.Literal:
+    def list_value(self, children: list[ast.Literal]) -> ast.Literal:
         items = tuple(c.value for c in children if c is not None)
-        return ast.Literal(items, self._pos(meta))
+        return ast.Literal(items, children[0].pos if children else ast.Pos(self.file, 0, 0))
 
-    def string(self, meta: Meta, children: list[Token]) -> ast.Literal:
-        return ast.Literal(_unquote(children[0]), self._pos(meta))
+    def string(self, children: list[Token]) -> ast.Literal:
+        return ast.Literal(_unquote(children[0]), self._at(children[0]))
 
-    def number(self, meta: Meta, children: list[Token]) -> ast.Literal:
-        return ast.Literal(_number(children[0]), self._pos(meta))
+    def number(self, children: list[Token]) -> ast.Literal:
+        return ast.Literal(_number(children[0]), self._at(children[0]))
 
-    def true(self, meta: Meta, children: list[Token]) -> ast.Literal:
-        return ast.Literal(True, self._pos(meta))
+    def true(self, children: list[Token]) -> ast.Literal:
+        return ast.Literal(True, self._at(children[0]))
 
-    def false(self, meta: Meta, children: list[Token]) -> ast.Literal:
-        return ast.Literal(False, self._pos(meta))
+    def false(self, children: list[Token]) -> ast.Literal:
+        return ast.Literal(False, self._at(children[0]))
 
 
 def _with_role(rule: ast.RuleDecl, role: str) -> ast.RuleDecl:

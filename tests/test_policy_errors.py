@@ -67,7 +67,7 @@ def test_self_inheritance_is_a_cycle(tmp_path: Path) -> None:
 def test_duplicate_role_points_at_both(tmp_path: Path) -> None:
     issue = only_error(tmp_path, {"a.policy": "role viewer {\n}\n", "b.policy": "\nrole viewer {\n}\n"})
     assert (issue.file, issue.line) == ("b.policy", 2)
-    assert "defined twice (first at a.policy:1:1)" in issue.message
+    assert "defined twice (first at a.policy:1:6)" in issue.message
 
 
 def test_duplicate_rule_name(tmp_path: Path) -> None:
