@@ -74,7 +74,7 @@ def request_from_json(body: Any, with_token: bool = False) -> Request:
     if not isinstance(body, dict):
         raise RequestError("the request must be a JSON object")
     subject = _part(body, "subject")
-    if with_token and "token" in subject:
+    if with_token and subject.get("token") is not None:
         subject_type = _text(subject, "type", "subject") if "type" in subject else ""
         subject_id = _text(subject, "id", "subject") if "id" in subject else ""
     else:
