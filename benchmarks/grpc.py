@@ -191,7 +191,11 @@ def _process(args: list[str], log: Path, address: str, probe: tuple[str, bytes],
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        _wait_answering(address, *probe, proc=proc, channels=channels)
+        try:
+            _wait_answering(address, *probe, proc=proc, channels=channels)
+        except RuntimeError as exc:
+            tail = log.read_text(errors="replace").splitlines()[-5:]
+            raise RuntimeError("\n".join([str(exc), *tail])) from None
         yield address
     finally:
         proc.terminate()
@@ -528,7 +532,10 @@ def run(args: argparse.Namespace) -> list[str]:
             notes += verdicts
         with pdp_server(workdir, ["--cache-size", "0"], bodies.check[0]) as pdp:
             rows += head_to_head(pdp, None, "cache off", bodies, seconds, rounds)[0]
-        rows += worker_rows(workdir, bodies.check, seconds)
+        try:
+            rows += worker_rows(workdir, bodies.check, seconds)
+        except RuntimeError as exc:  # keep the rows measured so far
+            notes.append(f"FAILED: the `--workers` rows: {exc}")
     return _report(rows, notes, seconds, rounds)
 
 
