@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from prometheus_client import REGISTRY
+
 from pdp.cache import LocalCache, TieredCache
 from pdp.engine import decide
 from pdp.model import Decision, Request
@@ -129,3 +131,16 @@ def test_concurrent_checks_agree_with_the_engine(tmp_path: Path) -> None:
         assert wrong == []
     finally:
         cache.close()
+
+
+def test_lookups_are_counted_in_prometheus(tmp_path: Path) -> None:
+    def lookups(result: str) -> float:
+        value = REGISTRY.get_sample_value("pdp_cache_lookups_total", {"level": "l1", "result": result})
+        return value or 0.0
+
+    service, cache = service_for(load(tmp_path, {"p.policy": POLICY}))
+    hits, misses = lookups("hit"), lookups("miss")
+    for _ in range(3):
+        service.check(edit("alice"), META)
+    cache.close()  # folds the counts in (else at the next tick)
+    assert lookups("hit") - hits >= 2 and lookups("miss") - misses >= 1
