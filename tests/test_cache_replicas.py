@@ -26,6 +26,7 @@ def replica(policies: Path, redis_url: str) -> PdpProcess:
     return PdpProcess([
         "--policies", str(policies), "--listen", "127.0.0.1:0", "--redis-url", redis_url,
         "--cache-l2-lookup", "always", "--redis-assignments", "false",
+        "--redis-timeout-ms", "500",  # a loaded test machine must not turn a hit into a timeout
     ])
 
 
