@@ -13,7 +13,7 @@ only while the measured local decision cost exceeds the measured Redis lookup
 cost, both re-measured every second: the CPU time of one local decision on a
 background thread, the wall time of a few lookups on request threads; and it
 writes to Redis only while it reads it (the writer thread's encoding and
-pipelining cost ~15% of a busy process's throughput, for entries nobody would
+pipelining cost 5-15% of a busy process's throughput, for entries nobody would
 read). `"always"` reads on every level-1 miss and writes every decision,
 `"never"` only writes. Writes are always behind.
 """
