@@ -2,8 +2,9 @@
 
 This is the gRPC hot path, so it stays lean: a Struct is converted only when
 it has fields, by a direct walk (json_format.MessageToDict is several times
-slower) and once per distinct small Struct (memo by its bytes), and a
-reason's message is built once per distinct reason.
+slower) and once per distinct small Struct (memo by its bytes); a reason's
+message is built once per distinct reason, and a response from a kept template
+per distinct rule-made decision.
 """
 
 from __future__ import annotations
@@ -168,8 +169,30 @@ def response_fields(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+# A response is its decision's fields plus a fresh decision id. The bytes of the
+# decision's part are kept per decision made by policy rules (parsing them back
+# is twice as fast as building); a default deny names the request, so it is
+# built each time. Emptied when full.
+_TEMPLATE_ENTRIES = 4096
+_templates: dict[tuple[Any, ...], bytes] = {}
+
+
 def to_response(outcome: Outcome) -> pb.CheckResponse:
-    return pb.CheckResponse(**response_fields(outcome))
+    d = outcome.decision
+    if not d.reasons or not d.reasons[0].file:
+        return pb.CheckResponse(**response_fields(outcome))
+    key = (d.allowed, d.reasons, d.policy_version, d.roles)
+    template = _templates.get(key)
+    if template is None:
+        if len(_templates) >= _TEMPLATE_ENTRIES:
+            _templates.clear()
+        fields = response_fields(outcome)
+        del fields["decision_id"], fields["cached"]
+        template = _templates[key] = pb.CheckResponse(**fields).SerializeToString()
+    response = pb.CheckResponse.FromString(template)
+    response.decision_id = outcome.decision_id
+    response.cached = outcome.cached
+    return response
 
 
 def invalid_fields(error: InvalidRequest, decision_id: str, policy_version: str) -> dict[str, Any]:
