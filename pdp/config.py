@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pdp.audit.settings import AuditSettings
+
 ENV_PREFIX = "PDP_"
 CONFIG_ENV = "PDP_CONFIG"
 
@@ -157,6 +159,15 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics; see pdp/metrics.py."""
+
+    listen: str | None = setting(
+        None, "HOST:PORT serving Prometheus /metrics (off when unset)", flag="--metrics"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -166,6 +177,8 @@ class Config:
     envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True, slots=True)

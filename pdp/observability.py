@@ -11,18 +11,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pdp import metrics
-from pdp.audit import AuditLog, AuditSettings, PolicySource, bundle_source, directory_source
+from pdp.audit import (
+    AuditConfigError,
+    AuditLog,
+    AuditSettings,
+    PolicySource,
+    bundle_source,
+    directory_source,
+)
+from pdp.audit.redact import Redactor
+from pdp.logs import fields
 
 if TYPE_CHECKING:
+    from pdp.bundles import BundleStore
+    from pdp.config import Config
     from pdp.policy import CompiledPolicy
     from pdp.service import AuditRecorder
 
-log = logging.getLogger("pdp.audit")
+log = logging.getLogger("pdp.metrics")
 
 # Finds who published a version, for policies loaded from a Redis bundle.
 Publisher = Callable[[str], tuple[str, float] | None]
@@ -36,25 +48,68 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def config_problem(audit: AuditSettings, metrics_listen: str | None) -> str | None:
+    """Why the [audit] or [metrics] settings cannot run, or None."""
+    try:
+        audit.validate()
+        Redactor(audit.sensitive, audit.sensitive_mode, audit.hash_key)
+        if metrics_listen:
+            parse_listen(metrics_listen)
+    except AuditConfigError as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"metrics.listen: {exc}"
+    return None
+
+
+def run_pool(config: Config, count: int, supervise: Callable[[Config, int], int]) -> int:
+    """`--workers`: run the pool; with metrics on, this (supervising) process serves
+    every worker's metrics, summed, since the workers cannot all bind the port."""
+    with ExitStack() as stack:
+        if config.metrics.listen:
+            try:
+                stack.enter_context(metrics.shared_metrics(*parse_listen(config.metrics.listen)))
+            except OSError as exc:
+                log.error("cannot serve metrics",
+                          extra=fields(listen=config.metrics.listen, error=str(exc)))
+                return 1
+        return supervise(config, count)
+
+
+def bundle_publisher(store: BundleStore) -> Publisher:
+    """Who published a version, read from the bundle store (once per load)."""
+
+    def publisher(version: str) -> tuple[str, float] | None:
+        for info in store.list():
+            if info.version == version:
+                return info.published_by, info.published_at
+        return None
+
+    return publisher
+
+
 @dataclass(slots=True)
 class Observability:
     audit: AuditLog | None = None
     metrics_server: metrics.MetricsServer | None = None
     publisher: Publisher | None = None
 
+    counting: bool = False  # decisions are counted (metrics served here or by a supervisor)
+
     @classmethod
     def start(cls, audit: AuditSettings, metrics_listen: str | None) -> Observability:
-        """Open the audit sinks (when any is set) and serve /metrics (when asked)."""
+        """Open the audit sinks (when any is set) and serve /metrics (when asked; in a
+        `--workers` pool the supervisor serves every worker's metrics instead)."""
         audit_log = AuditLog(audit) if audit.enabled else None
         server = None
-        if metrics_listen:
+        if metrics_listen and not metrics.MULTIPROCESS:
             server = metrics.start_metrics_server(*parse_listen(metrics_listen))
-        return cls(audit_log, server)
+        return cls(audit_log, server, counting=bool(metrics_listen))
 
     @property
     def recorder(self) -> AuditRecorder | None:
-        """The DecisionService hook: count (when metrics are served), then audit."""
-        if self.metrics_server is None:
+        """The DecisionService hook: count (when metrics are on), then audit."""
+        if not self.counting:
             return self.audit
         return metrics.DecisionMetrics(then=self.audit)
 

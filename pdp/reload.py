@@ -16,6 +16,7 @@ from pathlib import Path
 
 import watchfiles
 
+from pdp import metrics
 from pdp.errors import PolicyIssue, PolicySetError
 from pdp.logs import fields
 from pdp.policy import CompiledPolicy
@@ -82,9 +83,11 @@ class PolicyReloader:
             "policy loaded" if changed else "policy unchanged",
             extra=fields(trigger=trigger, version=policy.version, **_counts(policy)),
         )
+        metrics.reload(success=True)
         return ReloadResult(True, changed, policy.version)
 
     def _failed(self, trigger: str, error: str, issues: tuple[PolicyIssue, ...]) -> ReloadResult:
+        metrics.reload(success=False)
         self.holder.fail(error, issues)
         current = self.holder.current
         version = current.version if current else None

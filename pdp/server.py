@@ -38,6 +38,8 @@ from pdp.http_server import HttpServer
 from pdp.identity.resolver import IdentityResolver
 from pdp.logs import fields
 from pdp.model import Decision, Request, deny_because
+from pdp.observability import Observability, bundle_publisher
+from pdp.policy import CompiledPolicy
 from pdp.redis_sync import ReplicaSync
 from pdp.reload import PolicyReloader, ReloadResult
 from pdp.service import CallMeta, DecisionService, Outcome, PolicyHolder, new_decision_id
@@ -48,6 +50,8 @@ log = logging.getLogger("pdp.server")
 DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 HEALTH_NAMES = ("", DECISION_SERVICE, ADMIN_SERVICE, envoy.SERVICE_NAME)
+# NOT_SERVING while an audit sink fails; "" stays SERVING, as decisions are still made.
+AUDIT_HEALTH = "pdp.audit"
 _NO_AUDIT_META = CallMeta("grpc")
 
 
@@ -68,11 +72,18 @@ class DecisionServicer:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             if isinstance(req, Decision):  # the token was refused
-                return to_response(Outcome(req, new_decision_id(), False, 0.0))
+                return to_response(self._refused(request, req, context))
             return to_response(self._service.check(req, self._meta(context)))
         except Exception:  # fail closed, keep serving
             log.exception("check failed")
             return _internal_error()
+
+    def _refused(self, msg: Any, decision: Decision, context: grpc.ServicerContext) -> Outcome:
+        """A refused token's DENY, audited (and counted) like any decision."""
+        outcome = Outcome(decision, new_decision_id(), False, 0.0)
+        if self._service.audit is not None:
+            self._service.audit.record(to_request(msg, self._limits), outcome, self._meta(context))
+        return outcome
 
     def _prepare(self, msg: decision_pb2.CheckRequest) -> Request | Decision:
         """The validated request, about the token's subject when a token is given."""
@@ -122,13 +133,13 @@ class DecisionServicer:
         version = outcomes[0].decision.policy_version if outcomes else _serving_version(
             self._service.holder)
         pending = iter(outcomes)
-        for item in items:
+        for item, entry in zip(items, entries, strict=True):
             if isinstance(item, Request):
                 add(**response_fields(next(pending)))
             elif isinstance(item, InvalidRequest):
                 add(**invalid_fields(item, new_decision_id(), version))
             else:
-                add(**response_fields(Outcome(item, new_decision_id(), False, 0.0)))
+                add(**response_fields(self._refused(entry, item, context)))
 
     def _meta(self, context: grpc.ServicerContext) -> CallMeta:
         if self._service.audit is None:  # nobody reads it: skip the metadata walk
@@ -159,15 +170,22 @@ class AdminServicer:
     def __init__(self, reloader: PolicyReloader, in_pool: bool = False) -> None:
         self._reloader = reloader
         self._in_pool = in_pool
+        self.observability: Observability | None = None
 
     def PolicyInfo(self, request: admin_pb2.PolicyInfoRequest, context: grpc.ServicerContext) -> Any:
-        return policy_info(self._reloader.holder)
+        return self._info()
+
+    def _info(self) -> Any:
+        info = policy_info(self._reloader.holder)
+        if self.observability is not None:
+            _audit_status(info.audit, self.observability.status())
+        return info
 
     def Reload(self, request: admin_pb2.ReloadRequest, context: grpc.ServicerContext) -> Any:
         result = self._reloader.reload("admin rpc")
         if self._in_pool and result.changed:  # the supervisor passes SIGHUP to every worker
             os.kill(os.getppid(), signal.SIGHUP)
-        info = policy_info(self._reloader.holder)
+        info = self._info()
         return admin_pb2.ReloadResponse(
             ok=result.ok, changed=result.changed, info=info,
             error=None if result.ok else _reload_error(result),
@@ -188,6 +206,17 @@ def policy_info(holder: PolicyHolder) -> Any:
     if holder.last_error is not None:
         info.last_error.CopyFrom(_error(holder.last_error, holder.last_issues, holder.failed_at))
     return info
+
+
+def _audit_status(out: Any, status: dict[str, Any]) -> None:
+    out.enabled, out.healthy = status["enabled"], status["healthy"]
+    if not status["enabled"]:
+        return
+    out.queue_depth, out.queue_size = status["queue_depth"], status["queue_size"]
+    out.dropped = status["dropped"]
+    for name, sink in status["sinks"].items():
+        out.sinks.add(name=name, healthy=sink["healthy"], written=sink["written"],
+                      lost=sink["lost"], last_error=sink["last_error"] or "")
 
 
 def _reload_error(result: ReloadResult) -> Any:
@@ -230,6 +259,7 @@ class Server:
     service: DecisionService
     identity: IdentityResolver | None = None
     sync: ReplicaSync | None = None  # what this replica follows in Redis
+    observability: Observability | None = None  # audit log and metrics
 
     def mark_serving(self) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
@@ -242,6 +272,8 @@ class Server:
         self.grpc_server.stop(grace_seconds).wait()
         if isinstance(self.service.cache, TieredCache):
             self.service.cache.close()
+        if self.observability is not None:
+            self.observability.close()  # drains the audit queue into the sinks
 
 
 def build_server(
@@ -272,9 +304,8 @@ def build_server(
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(
         DecisionServicer(service, config, identity), grpc_server
     )
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(reloader, in_pool=pool_worker), grpc_server
-    )
+    admin = AdminServicer(reloader, in_pool=pool_worker)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, grpc_server)
     envoy.add_to_server(grpc_server, service, config.envoy, identity)
     health_servicer = health.HealthServicer()
     for name in HEALTH_NAMES:
@@ -284,9 +315,34 @@ def build_server(
         names = (*HEALTH_NAMES[1:], health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, grpc_server)
     port = _bind(grpc_server, config)
-    server = Server(grpc_server, port, health_servicer, reloader, service, identity, sync)
-    reloader.on_loaded = lambda _policy: server.mark_serving()
+    observed = _observe(config, service, health_servicer, sync)
+    admin.observability = observed
+    server = Server(grpc_server, port, health_servicer, reloader, service, identity, sync,
+                    observed)
+
+    def loaded(policy: CompiledPolicy) -> None:
+        observed.policy_loaded(policy)  # the policy source in audit records and metrics
+        server.mark_serving()
+
+    reloader.on_loaded = loaded
     return server
+
+
+def _observe(config: Config, service: DecisionService, health_servicer: health.HealthServicer,
+             sync: ReplicaSync) -> Observability:
+    """Audit log and metrics on the decision path; `pdp.audit` health follows the sinks."""
+    observed = Observability.start(config.audit, config.metrics.listen)
+    service.audit = observed.recorder
+    if sync.policy_loader is not None:
+        observed.publisher = bundle_publisher(sync.policy_loader.store)
+    if observed.audit is not None:
+        def report(healthy: bool) -> None:
+            status = health_pb2.HealthCheckResponse
+            health_servicer.set(AUDIT_HEALTH, status.SERVING if healthy else status.NOT_SERVING)
+
+        report(True)
+        observed.audit.on_health = report
+    return observed
 
 
 def _bind(grpc_server: grpc.Server, config: Config) -> int:

@@ -29,17 +29,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"pdp serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log.level, config.log.format)
+    from pdp.observability import config_problem as observability_problem
     from pdp.redis_sync import config_problem
 
-    problem = config_problem(config)
+    problem = config_problem(config) or observability_problem(config.audit, config.metrics.listen)
     if problem:
         print(f"pdp serve: {problem}", file=sys.stderr)
         return 2
     workers = settings.worker_count(config)
     if workers > 1:
+        from pdp.observability import run_pool
         from pdp.workers import supervise
 
-        return supervise(config, workers)
+        return run_pool(config, workers, supervise)
     from pdp.server import run as run_server
 
     return run_server(config)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12pdp/v1/admin.proto\x12\x06pdp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11PolicyInfoRequest\"J\n\x0bPolicyIssue\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\"k\n\x0bReloadError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12#\n\x06issues\x18\x02 \x03(\x0b\x32\x13.pdp.v1.PolicyIssue\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xef\x01\n\x12PolicyInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsource_dir\x18\x03 \x01(\t\x12\r\n\x05\x66iles\x18\x04 \x01(\r\x12\r\n\x05roles\x18\x05 \x01(\r\x12\r\n\x05rules\x18\x06 \x01(\r\x12\x0e\n\x06grants\x18\x07 \x01(\r\x12\x10\n\x08subjects\x18\x08 \x01(\r\x12\r\n\x05tests\x18\t \x01(\r\x12\'\n\nlast_error\x18\n \x01(\x0b\x32\x13.pdp.v1.ReloadError\"\x0f\n\rReloadRequest\"{\n\x0eReloadResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12(\n\x04info\x18\x03 \x01(\x0b\x32\x1a.pdp.v1.PolicyInfoResponse\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.pdp.v1.ReloadError2\x8c\x01\n\x0c\x41\x64minService\x12\x43\n\nPolicyInfo\x12\x19.pdp.v1.PolicyInfoRequest\x1a\x1a.pdp.v1.PolicyInfoResponse\x12\x37\n\x06Reload\x12\x15.pdp.v1.ReloadRequest\x1a\x16.pdp.v1.ReloadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12pdp/v1/admin.proto\x12\x06pdp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11PolicyInfoRequest\"J\n\x0bPolicyIssue\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\"k\n\x0bReloadError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12#\n\x06issues\x18\x02 \x03(\x0b\x32\x13.pdp.v1.PolicyIssue\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x02\n\x12PolicyInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsource_dir\x18\x03 \x01(\t\x12\r\n\x05\x66iles\x18\x04 \x01(\r\x12\r\n\x05roles\x18\x05 \x01(\r\x12\r\n\x05rules\x18\x06 \x01(\r\x12\x0e\n\x06grants\x18\x07 \x01(\r\x12\x10\n\x08subjects\x18\x08 \x01(\r\x12\r\n\x05tests\x18\t \x01(\r\x12\'\n\nlast_error\x18\n \x01(\x0b\x32\x13.pdp.v1.ReloadError\x12\"\n\x05\x61udit\x18\x0b \x01(\x0b\x32\x13.pdp.v1.AuditStatus\"\x91\x01\n\x0b\x41uditStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x13\n\x0bqueue_depth\x18\x03 \x01(\x04\x12\x12\n\nqueue_size\x18\x04 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x04\x12&\n\x05sinks\x18\x06 \x03(\x0b\x32\x17.pdp.v1.AuditSinkStatus\"c\n\x0f\x41uditSinkStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0f\n\x07written\x18\x03 \x01(\x04\x12\x0c\n\x04lost\x18\x04 \x01(\x04\x12\x12\n\nlast_error\x18\x05 \x01(\t\"\x0f\n\rReloadRequest\"{\n\x0eReloadResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12(\n\x04info\x18\x03 \x01(\x0b\x32\x1a.pdp.v1.PolicyInfoResponse\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x13.pdp.v1.ReloadError2\x8c\x01\n\x0c\x41\x64minService\x12\x43\n\nPolicyInfo\x12\x19.pdp.v1.PolicyInfoRequest\x1a\x1a.pdp.v1.PolicyInfoResponse\x12\x37\n\x06Reload\x12\x15.pdp.v1.ReloadRequest\x1a\x16.pdp.v1.ReloadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,11 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELOADERROR']._serialized_start=160
   _globals['_RELOADERROR']._serialized_end=267
   _globals['_POLICYINFORESPONSE']._serialized_start=270
-  _globals['_POLICYINFORESPONSE']._serialized_end=509
-  _globals['_RELOADREQUEST']._serialized_start=511
-  _globals['_RELOADREQUEST']._serialized_end=526
-  _globals['_RELOADRESPONSE']._serialized_start=528
-  _globals['_RELOADRESPONSE']._serialized_end=651
-  _globals['_ADMINSERVICE']._serialized_start=654
-  _globals['_ADMINSERVICE']._serialized_end=794
+  _globals['_POLICYINFORESPONSE']._serialized_end=545
+  _globals['_AUDITSTATUS']._serialized_start=548
+  _globals['_AUDITSTATUS']._serialized_end=693
+  _globals['_AUDITSINKSTATUS']._serialized_start=695
+  _globals['_AUDITSINKSTATUS']._serialized_end=794
+  _globals['_RELOADREQUEST']._serialized_start=796
+  _globals['_RELOADREQUEST']._serialized_end=811
+  _globals['_RELOADRESPONSE']._serialized_start=813
+  _globals['_RELOADRESPONSE']._serialized_end=936
+  _globals['_ADMINSERVICE']._serialized_start=939
+  _globals['_ADMINSERVICE']._serialized_end=1079
 # @@protoc_insertion_point(module_scope)

@@ -36,7 +36,7 @@ class ReloadError(_message.Message):
     def __init__(self, message: _Optional[str] = ..., issues: _Optional[_Iterable[_Union[PolicyIssue, _Mapping]]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PolicyInfoResponse(_message.Message):
-    __slots__ = ("version", "loaded_at", "source_dir", "files", "roles", "rules", "grants", "subjects", "tests", "last_error")
+    __slots__ = ("version", "loaded_at", "source_dir", "files", "roles", "rules", "grants", "subjects", "tests", "last_error", "audit")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class PolicyInfoResponse(_message.Message):
     SUBJECTS_FIELD_NUMBER: _ClassVar[int]
     TESTS_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
     version: str
     loaded_at: _timestamp_pb2.Timestamp
     source_dir: str
@@ -57,7 +58,38 @@ class PolicyInfoResponse(_message.Message):
     subjects: int
     tests: int
     last_error: ReloadError
-    def __init__(self, version: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_dir: _Optional[str] = ..., files: _Optional[int] = ..., roles: _Optional[int] = ..., rules: _Optional[int] = ..., grants: _Optional[int] = ..., subjects: _Optional[int] = ..., tests: _Optional[int] = ..., last_error: _Optional[_Union[ReloadError, _Mapping]] = ...) -> None: ...
+    audit: AuditStatus
+    def __init__(self, version: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source_dir: _Optional[str] = ..., files: _Optional[int] = ..., roles: _Optional[int] = ..., rules: _Optional[int] = ..., grants: _Optional[int] = ..., subjects: _Optional[int] = ..., tests: _Optional[int] = ..., last_error: _Optional[_Union[ReloadError, _Mapping]] = ..., audit: _Optional[_Union[AuditStatus, _Mapping]] = ...) -> None: ...
+
+class AuditStatus(_message.Message):
+    __slots__ = ("enabled", "healthy", "queue_depth", "queue_size", "dropped", "sinks")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SINKS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    healthy: bool
+    queue_depth: int
+    queue_size: int
+    dropped: int
+    sinks: _containers.RepeatedCompositeFieldContainer[AuditSinkStatus]
+    def __init__(self, enabled: _Optional[bool] = ..., healthy: _Optional[bool] = ..., queue_depth: _Optional[int] = ..., queue_size: _Optional[int] = ..., dropped: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[AuditSinkStatus, _Mapping]]] = ...) -> None: ...
+
+class AuditSinkStatus(_message.Message):
+    __slots__ = ("name", "healthy", "written", "lost", "last_error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    healthy: bool
+    written: int
+    lost: int
+    last_error: str
+    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., written: _Optional[int] = ..., lost: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class ReloadRequest(_message.Message):
     __slots__ = ()
