@@ -168,3 +168,26 @@ def test_pdp_serve_refuses_unusable_audit_settings(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 2 and message in done.stderr, done.stderr
 
+
+
+def test_workers_share_the_audit_file_and_the_supervisor_serves_their_metrics(
+    tmp_path: Path,
+) -> None:
+    folder = write_policies(tmp_path / "p")
+    log_file = tmp_path / "audit.jsonl"
+    port, metrics_port = free_port(), free_port()
+    args = ["--policies", str(folder), "--listen", f"127.0.0.1:{port}", "--workers", "2",
+            "--policy-watch", "false", "--audit-file", str(log_file),
+            "--metrics", f"127.0.0.1:{metrics_port}"]
+    with PdpProcess(args) as pdp:
+        pdp.msg("policy loaded", count=2)
+        ids = []
+        for _ in range(20):  # a new connection each time: the kernel spreads them
+            channel, decisions = stub(port)
+            ids.append(decisions.Check(request()).decision_id)
+            channel.close()
+        series = 'pdp_decisions_total{effect="allow",frontend="grpc"}'
+        assert sample(scrape(metrics_port), series) == 20  # summed over both workers
+        assert pdp.stop(signal.SIGTERM) == 0
+    records = read_records(log_file)
+    assert sorted(r["decision_id"] for r in records) == sorted(ids)
