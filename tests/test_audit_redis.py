@@ -27,7 +27,7 @@ from audit_support import (
 )
 from conftest import RedisServer
 
-from pdp.audit import AuditLog, AuditSettings
+from pdp.audit import AuditLog, AuditSettings, sinks
 from pdp.loader import load_policy_dir
 
 
@@ -133,3 +133,12 @@ def test_redis_killed_under_load_fails_no_check(
     assert health == [False, True]
     assert audit.status()["sinks"]["redis"]["written"] > 1000
     assert len(log_file.read_text().splitlines()) >= 2000  # every decision reached the file
+
+
+def test_pipeline_path_without_hiredis(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks, "_pack_command", None)  # as on a cluster client
+    sink = sinks.RedisStreamSink(redis_url, "audit:pipe", maxlen=1000)
+    sink.write([b'{"n":1}', b'{"n":2}'])
+    sink.close()
+    entries = redis.Redis.from_url(redis_url).xrange("audit:pipe")
+    assert [fields for _, fields in entries] == [{b"record": b'{"n":1}'}, {b"record": b'{"n":2}'}]
