@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import tomllib
 import types
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pdp.audit.settings import AuditSettings
+from pdp.identity.settings import IdentitySettings
 
 ENV_PREFIX = "PDP_"
 CONFIG_ENV = "PDP_CONFIG"
@@ -38,10 +40,16 @@ def setting(default: Any, help: str, flag: str | None = None) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    cert_file: str | None = setting(None, "PEM server certificate chain; enables TLS")
-    key_file: str | None = setting(None, "PEM private key of the server certificate")
+    # The files are re-read when they change (certificate rotation without restart).
+    cert_file: str | None = setting(
+        None, "PEM server certificate chain; enables TLS", flag="--tls-cert"
+    )
+    key_file: str | None = setting(
+        None, "PEM private key of the server certificate", flag="--tls-key"
+    )
     client_ca_file: str | None = setting(
-        None, "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)"
+        None, "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)",
+        flag="--client-ca",
     )
 
 
@@ -179,6 +187,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     audit: AuditSettings = field(default_factory=AuditSettings)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +337,12 @@ def _coerce(s: Setting, raw: Any) -> Any:
         if not isinstance(raw, str):
             raise TypeError(f"expected a string, got {raw!r}")
         return raw
+    if typing.get_origin(hint) is tuple and typing.get_origin(typing.get_args(hint)[0]) is dict:
+        # A list of tables: [[identity.issuers]] in the file, a JSON array elsewhere.
+        items = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(isinstance(i, dict) for i in items):
+            raise TypeError("expected a list of tables ([[...]] in the file, a JSON array)")
+        return tuple(dict(i) for i in items)
     if typing.get_origin(hint) is tuple:
         items = raw.split(",") if isinstance(raw, str) else raw
         return tuple(str(i).strip() for i in items if str(i).strip())

@@ -35,7 +35,11 @@ from pdp.grpc_mapping import (
     to_response,
 )
 from pdp.http_server import HttpServer
-from pdp.identity.resolver import IdentityResolver
+from pdp.identity.callers import caller_identity
+from pdp.identity.config import IdentityConfigError
+from pdp.identity.resolver import CERTIFICATE_SUBJECT_TYPE, IdentityResolver
+from pdp.identity.serving import admin_guard, build_resolver, server_credentials, tls_files
+from pdp.identity.tls import TlsConfigError
 from pdp.logs import fields
 from pdp.model import Decision, Request, deny_because
 from pdp.observability import Observability, bundle_publisher
@@ -50,6 +54,11 @@ log = logging.getLogger("pdp.server")
 DECISION_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 HEALTH_NAMES = ("", DECISION_SERVICE, ADMIN_SERVICE, envoy.SERVICE_NAME)
+# Every AdminService RPC (policy info, reload, and any added later) is for admins only.
+ADMIN_METHODS = frozenset(
+    f"/{ADMIN_SERVICE}/{m.name}"
+    for m in admin_pb2.DESCRIPTOR.services_by_name["AdminService"].methods
+)
 # NOT_SERVING while an audit sink fails; "" stays SERVING, as decisions are still made.
 AUDIT_HEALTH = "pdp.audit"
 _NO_AUDIT_META = CallMeta("grpc")
@@ -64,10 +73,11 @@ class DecisionServicer:
         self._service = service
         self._limits = config.limits
         self._identity = identity
+        self._subject_from_caller = identity is not None and identity.config.subject_from_certificate
 
     def Check(self, request: decision_pb2.CheckRequest, context: grpc.ServicerContext) -> Any:
         try:
-            req = self._prepare(request)
+            req = self._prepare(request, context)
         except InvalidRequest as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
@@ -85,8 +95,12 @@ class DecisionServicer:
             self._service.audit.record(to_request(msg, self._limits), outcome, self._meta(context))
         return outcome
 
-    def _prepare(self, msg: decision_pb2.CheckRequest) -> Request | Decision:
+    def _prepare(
+        self, msg: decision_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> Request | Decision:
         """The validated request, about the token's subject when a token is given."""
+        if self._subject_from_caller:
+            msg = _caller_as_subject(msg, context)
         req = to_request(msg, self._limits)
         token = msg.subject.token
         if not token:
@@ -121,7 +135,7 @@ class DecisionServicer:
         items: list[Request | Decision | InvalidRequest] = []
         for i, entry in enumerate(entries):
             try:
-                items.append(self._prepare(entry))
+                items.append(self._prepare(entry, context))
             except InvalidRequest as exc:
                 items.append(exc.within(f"requests[{i}]"))
         valid = [item for item in items if isinstance(item, Request)]
@@ -148,11 +162,23 @@ class DecisionServicer:
 
 
 def call_meta(context: grpc.ServicerContext) -> CallMeta:
-    """The caller (TLS peer identity) and request id (x-request-id) of a call."""
+    """The caller (client certificate's SPIFFE ID, else CN) and request id (x-request-id)."""
     request_id = next((v for k, v in context.invocation_metadata() if k == "x-request-id"), None)
-    identities = context.peer_identities()
-    caller = identities[0].decode() if identities else None
-    return CallMeta("grpc", caller=caller, request_id=request_id)
+    return CallMeta("grpc", caller=caller_identity(context), request_id=request_id)
+
+
+def _caller_as_subject(msg: Any, context: grpc.ServicerContext) -> Any:
+    """[identity] subject_from_certificate: no subject and no token asks about the caller."""
+    subject = msg.subject
+    if subject.token or subject.type or subject.id:
+        return msg
+    caller = caller_identity(context)
+    if caller is None:
+        return msg
+    copy = type(msg)()
+    copy.CopyFrom(msg)
+    copy.subject.type, copy.subject.id = CERTIFICATE_SUBJECT_TYPE, caller
+    return copy
 
 
 def _serving_version(holder: PolicyHolder) -> str:
@@ -288,6 +314,7 @@ def build_server(
 
     `pool_worker`: this process is one of `--workers`, whose parent relays SIGHUP."""
     holder = holder or PolicyHolder()
+    identity = identity or build_resolver(config.identity)
     service = build_service(config, holder)
     sync = ReplicaSync.from_config(config)
     service.assignments = sync.assignments
@@ -300,6 +327,7 @@ def build_server(
         futures.ThreadPoolExecutor(config.server.threads, thread_name_prefix="pdp-rpc"),
         handlers=list(extra_handlers),
         options=options,
+        interceptors=[admin_guard(config.identity, tls_files(config.server.tls), ADMIN_METHODS)],
     )
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(
         DecisionServicer(service, config, identity), grpc_server
@@ -346,14 +374,9 @@ def _observe(config: Config, service: DecisionService, health_servicer: health.H
 
 
 def _bind(grpc_server: grpc.Server, config: Config) -> int:
-    address, tls = config.server.listen, config.server.tls
-    if tls.cert_file and tls.key_file:
-        ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
-        credentials = grpc.ssl_server_credentials(
-            [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
-            root_certificates=ca, require_client_auth=ca is not None,
-        )
-        port = grpc_server.add_secure_port(address, credentials)
+    address, files = config.server.listen, tls_files(config.server.tls)
+    if files is not None:  # re-read on change: certificates rotate without a restart
+        port = grpc_server.add_secure_port(address, server_credentials(files))
     else:
         port = grpc_server.add_insecure_port(address)
     return int(port)
@@ -369,8 +392,11 @@ def run(
     try:
         server = build_server(config, reuse_port=reuse_port, extra_handlers=extra_handlers,
                               pool_worker=pool_worker)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, TlsConfigError) as exc:
         log.error("cannot listen", extra=fields(listen=config.server.listen, error=str(exc)))
+        return 1
+    except IdentityConfigError as exc:
+        log.error("bad [identity] configuration", extra=fields(error=str(exc)))
         return 1
     stop = threading.Event()
     _install_signal_handlers(stop, server.reloader)
