@@ -4,6 +4,7 @@ key and certificate rotation with the server running."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -225,3 +226,29 @@ def test_without_tls_admin_rpcs_are_for_loopback_callers(tmp_path: Path) -> None
         assert client.reload().ok  # a loopback peer; no certificate to check
         denied = client.check_request(token_request("a.b.c"))
         assert denied.reasons[0].rule.startswith("pdp.identity.")
+
+
+def test_the_audit_names_the_caller_and_never_the_token(
+    tmp_path: Path, pki: dict[str, object]
+) -> None:
+    write_policies(tmp_path / "policies")
+    key = rsa_key("k1")
+    write_jwks(tmp_path / "jwks.json", key)
+    audit = tmp_path / "audit.jsonl"
+    config_file = write_config(tmp_path, pki, tmp_path / "jwks.json")
+    config_file.write_text(config_file.read_text() + f'\n[audit]\nfile = "{audit}"\n')
+    good, expired = key.sign(claims(sub="alice")), key.sign(claims(exp=int(time.time()) - 3600))
+    ca = pki["ca"]
+    assert isinstance(ca, CertificateAuthority)
+    with running_server(settings.load(config_file)) as server:
+        setup = Setup(tmp_path, ca, ca, tmp_path / "jwks.json", key, server)
+        with setup.client(app(pki)) as client:
+            assert client.check_request(token_request(good)).allowed
+            assert not client.check_request(token_request(expired)).allowed
+    text = audit.read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["caller"] for r in records] == [APP_ID, APP_ID]
+    assert records[0]["subject"]["id"] == "alice"
+    for token in (good, expired):
+        for part in token.split(".")[1:]:
+            assert part not in text
