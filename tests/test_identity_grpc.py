@@ -18,7 +18,8 @@ from identity_keys import AUDIENCE, ISSUER, SigningKey, claims, ec_key, rsa_key,
 
 from pdp import config as settings
 from pdp.client import PdpClient, TlsOptions, make_request
-from pdp.server import Server
+from pdp.identity import IdentityConfigError
+from pdp.server import Server, build_server
 from pdp.v1 import decision_pb2
 
 ADMIN_ID = "spiffe://prod.example/ns/ops/sa/admin"
@@ -252,3 +253,21 @@ def test_the_audit_names_the_caller_and_never_the_token(
     for token in (good, expired):
         for part in token.split(".")[1:]:
             assert part not in text
+
+
+def test_an_unsafe_identity_configuration_stops_the_server(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "policies")
+    config_file = tmp_path / "pdp.toml"
+    config_file.write_text(f"""
+[server]
+listen = "127.0.0.1:0"
+[policy]
+dir = "{folder}"
+[[identity.issuers]]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+jwks_file = "{tmp_path / 'jwks.json'}"
+algorithms = ["RS256", "HS256"]
+""")
+    with pytest.raises(IdentityConfigError, match="explicit secret"):
+        build_server(settings.load(config_file))
