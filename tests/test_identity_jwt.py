@@ -293,6 +293,19 @@ def test_revoke_token_command(config: IdentityConfig, redis_url: str, k1: Signin
     assert_denied(resolver, k1.sign(payload), Rejection.REVOKED)
 
 
+def test_revoke_token_reads_the_url_serve_reads(redis_url: str) -> None:
+    import os
+
+    payload = claims()
+    done = subprocess.run(
+        [sys.executable, "-m", "pdp", "revoke-token", payload["jti"], "--until", "2099-01-01"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        env={**os.environ, "PDP_IDENTITY_REVOCATION_REDIS_URL": redis_url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert RedisRevocationList(redis_url).is_revoked(payload["jti"])
+
+
 def test_redis_down_fails_closed_or_open(config: IdentityConfig, k1: SigningKey) -> None:
     down = RedisRevocationList(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
     token = k1.sign(claims())

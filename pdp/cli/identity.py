@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ from typing import Any
 import redis
 
 from pdp.identity.revocation import RedisRevocationList
+
+REDIS_URL_ENV = "PDP_IDENTITY_REVOCATION_REDIS_URL"
 
 
 def parse_until(text: str) -> float:
@@ -42,7 +45,11 @@ def register(subparsers: Any) -> None:
         "--until", required=True, type=parse_until,
         help="the token's exp: unix seconds or ISO 8601, e.g. 2026-11-25T18:00:00Z",
     )
-    cmd.add_argument("--redis-url", required=True, help="e.g. redis://127.0.0.1:6379/0")
+    default_url = os.environ.get(REDIS_URL_ENV)
+    cmd.add_argument(
+        "--redis-url", required=default_url is None, default=default_url,
+        help=f"e.g. redis://127.0.0.1:6379/0 (default ${REDIS_URL_ENV}, as `pdp serve` reads it)",
+    )
     cmd.add_argument("--prefix", default="pdp:revoked:", help="key prefix (default %(default)s)")
     cmd.set_defaults(func=revoke_token)
 
