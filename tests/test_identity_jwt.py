@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -294,8 +295,6 @@ def test_revoke_token_command(config: IdentityConfig, redis_url: str, k1: Signin
 
 
 def test_revoke_token_reads_the_url_serve_reads(redis_url: str) -> None:
-    import os
-
     payload = claims()
     done = subprocess.run(
         [sys.executable, "-m", "pdp", "revoke-token", payload["jti"], "--until", "2099-01-01"],
