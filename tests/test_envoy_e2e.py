@@ -1,5 +1,6 @@
 """End to end with the real Envoy binary: Envoy on loopback in front of a small
-backend, its ext_authz filter asking the PDP's gRPC port (examples/envoy/envoy.yaml,
+backend, its ext_authz filter asking `pdp serve --config` (a subprocess whose
+[identity] issuer verifies the tokens) on its gRPC port (examples/envoy/envoy.yaml,
 failure_mode_allow: false). Allowed requests reach the backend; the others get
 the PDP's 403/401 from Envoy; decisions keep coming during policy reloads; a
 PDP that is gone means 403."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,48 +17,67 @@ from pathlib import Path
 
 import pytest
 from gateway_support import (
+    AUDIENCE,
     BETH,
     ENVOY_EXAMPLE,
     GATEWAY_POLICIES,
+    ISSUER,
     MORTY,
     RICK,
+    SECRET,
     backend,
     envoy_config,
     free_port,
     http_call,
-    identity_resolver,
     running_envoy,
     token,
 )
-from grpc_support import make_config
+from grpc_support import PdpProcess
 
-from pdp.server import Server, build_server
+CONFIG = """\
+[server]
+listen = "127.0.0.1:0"
+
+[policy]
+dir = "{policies}"
+watch = false
+
+[envoy]
+openapi_file = "{openapi}"
+
+[[identity.issuers]]
+issuer = "{issuer}"
+audiences = ["{audience}"]
+hs256_secret_file = "{secret}"
+subject_type = "identity"
+"""
 
 
 @dataclass
 class Stack:
     port: int  # Envoy's listener
-    pdp: Server
+    pdp: PdpProcess
     policies: Path
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`pdp serve --config` (tokens verified by its [identity] issuer) behind the real Envoy."""
     workdir = tmp_path_factory.mktemp("envoy")
     policies = workdir / "policies"
     shutil.copytree(GATEWAY_POLICIES, policies)
-    config = make_config(policies, envoy={"openapi_file": str(ENVOY_EXAMPLE / "openapi.json")})
-    pdp = build_server(config, identity=identity_resolver())
-    pdp.grpc_server.start()
-    pdp.reloader.reload("test")
-    listen, admin = free_port(), free_port()
-    try:
+    (workdir / "secret").write_bytes(SECRET)
+    config = workdir / "pdp.toml"
+    config.write_text(CONFIG.format(policies=policies, openapi=ENVOY_EXAMPLE / "openapi.json",
+                                    issuer=ISSUER, audience=AUDIENCE, secret=workdir / "secret"))
+    with PdpProcess(["--config", str(config)]) as pdp:
+        pdp.msg("policy loaded")
+        listen, admin = free_port(), free_port()
         with backend() as backend_port, running_envoy(
             workdir, envoy_config(listen, admin, backend_port, pdp.port), admin
         ):
             yield Stack(listen, pdp, policies)
-    finally:
-        pdp.stop(1.0)
+        assert pdp.stop() == 0
 
 
 def call(
@@ -119,21 +140,19 @@ def test_requests_get_decisions_during_policy_reloads(stack: Stack) -> None:
 
     worker = threading.Thread(target=traffic)
     worker.start()
-    versions = set()
+    reloads = 0
     try:
-        i = 0
-        # At least 20 swaps, and until requests have overlapped them (bounded).
-        while i < 20 or (len(statuses) < 30 and i < 2000):
-            i += 1
-            policy.write_text(variant if i % 2 == 0 else original)
-            result = stack.pdp.reloader.reload("test")
-            assert result.ok
-            versions.add(stack.pdp.service.holder.current.version)  # type: ignore[union-attr]
+        # At least 10 reloads (SIGHUP, each waited for), and until requests overlapped them.
+        while reloads < 10 or (len(statuses) < 30 and reloads < 200):
+            reloads += 1
+            policy.write_text(variant if reloads % 2 else original)
+            stack.pdp.send(signal.SIGHUP)
+            stack.pdp.msg("policy loaded", count=1 + reloads)
     finally:
         stop.set()
         worker.join(30)
         policy.write_text(original)
-        stack.pdp.reloader.reload("test")
+    versions = {e["version"] for e in stack.pdp.logs if e.get("msg") == "policy loaded"}
     assert len(versions) == 2
     assert statuses, "no request completed"
     assert set(statuses) == {(200, 403)}
