@@ -25,6 +25,7 @@ def identity_config(settings: IdentitySettings, base_dir: Path | None = None) ->
             "admin_callers": list(settings.admin_callers),
             "subject_from_certificate": settings.subject_from_certificate,
             "revocation_redis_url": settings.revocation_redis_url,
+            "revocation_timeout": settings.revocation_timeout,
             "revocation_fail_open": settings.revocation_fail_open,
             "cache_size": settings.token_cache_size,
         },

@@ -34,6 +34,9 @@ class IdentitySettings:
     revocation_redis_url: str | None = _setting(
         None, "Redis holding the jti revocation list written by `pdp revoke-token`"
     )
+    revocation_timeout: float = _setting(
+        0.25, "seconds to wait for the revocation list before giving up on it"
+    )
     revocation_fail_open: bool = _setting(
         False, "accept tokens while the revocation list cannot be read (default: DENY)"
     )
