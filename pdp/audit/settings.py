@@ -21,9 +21,9 @@ class AuditConfigError(ValueError):
     """An [audit] setting that cannot be used."""
 
 
-def _setting(default: Any, help: str) -> Any:
+def _setting(default: Any, help: str, secret: bool = False) -> Any:
     # pdp.config.setting, without importing pdp.config (which imports this module).
-    return field(default=default, metadata={"help": help, "flag": None})
+    return field(default=default, repr=not secret, metadata={"help": help, "flag": None})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,8 @@ class AuditSettings:
         (), "paths never written in the clear, e.g. subject.email,context.headers.x-user"
     )
     sensitive_mode: str = _setting("remove", "sensitive values: remove or hash (keyed SHA-256)")
-    hash_key: str = _setting("", "HMAC key for hash mode, so hashes cannot be looked up")
+    hash_key: str = _setting("", "HMAC key for hash mode, so hashes cannot be looked up",
+                             secret=True)
 
     @property
     def enabled(self) -> bool:
