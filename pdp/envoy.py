@@ -36,6 +36,7 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from pdp.config import EnvoyConfig
+from pdp.identity.callers import caller_identity
 from pdp.identity.resolver import IdentityResolver
 from pdp.model import Decision, Request, deny_because
 from pdp.openapi import RouteTemplates
@@ -188,8 +189,7 @@ class EnvoyAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
         return policy.version if policy is not None else ""
 
     def _meta(self, http: HttpAttributes, context: grpc.ServicerContext) -> CallMeta:
-        identities = context.peer_identities()
-        caller = identities[0].decode() if identities else None
+        caller = caller_identity(context)  # Envoy's own certificate: SPIFFE ID, else CN
         return CallMeta(FRONTEND, caller=caller, request_id=http.headers.get("x-request-id"))
 
     def _answer(self, request: Request, outcome: Outcome) -> pb.CheckResponse:
