@@ -1,8 +1,11 @@
 """Audit: one structured record per decision, written off the decision path.
 
-`AuditLog(settings)` is the `AuditRecorder` the decision service calls;
-the modules here are its parts: settings, record, redact, sampling, queue,
-sinks and the policy source.
+`AuditLog(settings)` (log.py) is the `AuditRecorder` the decision service
+calls. Its parts: settings ([audit]), sampling (which decisions), queue (the
+bounded queue and the writer thread), record (the JSON object), redact (what
+is never written), sinks (stdout, rotated file, Redis Stream) and source (the
+policy's git commit or bundle publisher). follow.py reads records back for
+`pdp audit tail`.
 """
 
 from pdp.audit.log import AuditLog, build_sinks
