@@ -95,6 +95,7 @@ class Observability:
     publisher: Publisher | None = None
 
     counting: bool = False  # decisions are counted (metrics served here or by a supervisor)
+    _last_version: str | None = None
 
     @classmethod
     def start(cls, audit: AuditSettings, metrics_listen: str | None) -> Observability:
@@ -123,6 +124,11 @@ class Observability:
         return directory_source(policy.source_dir)
 
     def policy_loaded(self, policy: CompiledPolicy) -> None:
+        """After a reload; one that kept the version (a bundle resync, a touched file)
+        changes nothing here, so git or Redis is asked once per new version."""
+        if policy.version == self._last_version:
+            return
+        self._last_version = policy.version
         source = self.source_of(policy)
         if self.audit is not None:
             self.audit.policy_loaded(policy.version, source)

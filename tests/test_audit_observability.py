@@ -66,3 +66,19 @@ def test_parse_listen(text: str, parsed: tuple[str, int]) -> None:
 def test_parse_listen_refuses(bad: str) -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_listen(bad)
+
+
+def test_a_reload_that_keeps_the_version_asks_nobody(tmp_path: Path) -> None:
+    folder = tmp_path / "policies"
+    git_policy_dir(folder)
+    policy = load_policy_dir(folder)
+    asked: list[str] = []
+
+    def publisher(version: str) -> tuple[str, float] | None:
+        asked.append(version)
+        return None
+
+    observed = Observability(publisher=publisher)
+    observed.policy_loaded(policy)
+    observed.policy_loaded(policy)  # e.g. the bundle follower's periodic resync
+    assert asked == [policy.version]
