@@ -187,6 +187,13 @@ def start_metrics_server(host: str, port: int,
     return MetricsServer(server, thread)
 
 
+def worker_exited(pid: int | None) -> None:
+    """For the supervisor: a worker is gone, so its live gauges (audit queue depth,
+    sink up) leave the sums; its counters stay counted."""
+    if pid is not None and os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 @contextmanager
 def shared_metrics(host: str, port: int) -> Iterator[MetricsServer]:
     """For `--workers`: run the workers inside this block. Each worker (a process

@@ -17,7 +17,7 @@ import threading
 import time
 from multiprocessing.process import BaseProcess
 
-from pdp import logs
+from pdp import logs, metrics
 from pdp.config import Config
 from pdp.logs import fields
 
@@ -51,6 +51,7 @@ def supervise(config: Config, count: int) -> int:
                 stop.set()
                 break
             log.error("worker died; restarting", extra=fields(worker=i, exitcode=proc.exitcode))
+            metrics.worker_exited(proc.pid)
             time.sleep(RESTART_DELAY_S)
             procs[i], started[i] = _start(ctx, config, i), time.monotonic()
     return _stop_all(procs, config.server.grace_seconds)

@@ -165,6 +165,12 @@ def test_workers_metrics_are_served_summed_by_the_supervisor() -> None:
             worker.join(60)
             assert worker.exitcode == 0
         samples = scrape(shared)
+        for worker in workers:  # as the supervisor does when a worker dies
+            metrics.worker_exited(worker.pid)
+        after_exit = scrape(shared)
+    assert value(samples, "pdp_audit_queue_depth") == 10  # live gauges: summed over workers
+    assert ("pdp_audit_queue_depth", ()) not in after_exit
+    assert value(after_exit, "pdp_decisions_total", effect="allow", frontend="grpc") == 6
     assert value(samples, "pdp_decisions_total", effect="allow", frontend="grpc") == 6
     assert value(samples, "pdp_decision_latency_seconds_count", frontend="grpc") == 6
     policy = {"kind": "git", "path": "", "commit": "c0ffee", "dirty": "", "published_by": "",
