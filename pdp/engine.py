@@ -58,31 +58,40 @@ def decision_key(policy: CompiledPolicy, request: Request) -> tuple[Any, ...]:
     values: tuple[Any, ...] = ()
     if reads:
         facts = facts_for(policy, request, roles)
-        values = tuple(_hashable(_reader(path)(facts)) for path in reads)
+        values = tuple([_hashable(read(facts)) for read in _readers(reads)])
     return (
         policy.version, request.subject_type, request.subject_id, request.roles,
         request.action, request.resource_type, request.resource_id, reads, values,
     )
 
 
-_READERS: dict[str, Any] = {}
+_READERS: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
 
-def _reader(path: str) -> Any:
-    reader = _READERS.get(path)
-    if reader is None:
-        reader = _READERS[path] = compile_path(path, _NOWHERE)
-    return reader
+def _readers(paths: tuple[str, ...]) -> tuple[Any, ...]:
+    """The getters of these paths, compiled once per distinct tuple (few: one per plan)."""
+    readers = _READERS.get(paths)
+    if readers is None:
+        if len(_READERS) >= 4096:  # bounded across reloads of ever-new policies
+            _READERS.clear()
+        readers = _READERS[paths] = tuple(compile_path(path, _NOWHERE) for path in paths)
+    return readers
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _hashable(value: Any) -> Any:
     """A value that compares like the original and hashes (lists, objects, kinds kept)."""
+    kind = type(value)
+    if kind in _SCALARS:  # the common case, before the slower ABC checks
+        return (kind.__name__, value)
     if isinstance(value, Mapping):
         return ("object", tuple(sorted((k, _hashable(v)) for k, v in value.items())))
     if isinstance(value, (list, tuple, frozenset)):
         items = sorted(value) if isinstance(value, frozenset) else value
         return ("list", tuple(_hashable(v) for v in items))
-    return (type(value).__name__, value)
+    return (kind.__name__, value)
 
 
 def facts_for(policy: CompiledPolicy, request: Request, roles: frozenset[str]) -> Facts:

@@ -29,8 +29,8 @@ from pdp.cache import TieredCache, build_cache
 from pdp.config import Config
 from pdp.grpc_mapping import (
     InvalidRequest,
+    fill_response,
     invalid_fields,
-    response_fields,
     to_request,
     to_response,
 )
@@ -142,18 +142,18 @@ class DecisionServicer:
         outcomes = self._service.check_many(valid, self._meta(context))
         if len(valid) == len(items):
             for outcome in outcomes:
-                add(**response_fields(outcome))
+                fill_response(add(), outcome)
             return
         version = outcomes[0].decision.policy_version if outcomes else _serving_version(
             self._service.holder)
         pending = iter(outcomes)
         for item, entry in zip(items, entries, strict=True):
             if isinstance(item, Request):
-                add(**response_fields(next(pending)))
+                fill_response(add(), next(pending))
             elif isinstance(item, InvalidRequest):
                 add(**invalid_fields(item, new_decision_id(), version))
             else:
-                add(**response_fields(self._refused(entry, item, context)))
+                fill_response(add(), self._refused(entry, item, context))
 
     def _meta(self, context: grpc.ServicerContext) -> CallMeta:
         if self._service.audit is None:  # nobody reads it: skip the metadata walk

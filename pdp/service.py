@@ -7,6 +7,7 @@ into a `Request` and a `CallMeta`, call `DecisionService.check`, and turn the
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -20,9 +21,27 @@ from pdp.model import Decision, Request, deny_because
 from pdp.policy import CompiledPolicy
 
 
+def _id_counter() -> itertools.count[int]:
+    # High 64 bits random per process, low 64 bits a counter: ids never repeat
+    # within a process, and two processes (workers, restarts, replicas) share a
+    # prefix with probability about n²/2^65 for n processes ever started.
+    return itertools.count(int.from_bytes(os.urandom(8)) << 64)
+
+
+_ids = _id_counter()
+
+
+def _reseed_after_fork() -> None:
+    global _ids
+    _ids = _id_counter()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
 def new_decision_id() -> str:
-    """128 random bits in hex, like a uuid4 but five times cheaper to make."""
-    return os.urandom(16).hex()
+    """32 hex digits, unique per decision; no system call (next() on a count is atomic under the GIL)."""
+    return f"{next(_ids):032x}"
 
 
 @dataclass(frozen=True, slots=True)
