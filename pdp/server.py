@@ -61,6 +61,8 @@ ADMIN_METHODS = frozenset(
 )
 # NOT_SERVING while an audit sink fails; "" stays SERVING, as decisions are still made.
 AUDIT_HEALTH = "pdp.audit"
+# NOT_SERVING while the last policy load failed (the previous version still serves).
+POLICY_HEALTH = "pdp.policy"
 _NO_AUDIT_META = CallMeta("grpc")
 
 
@@ -339,6 +341,7 @@ def build_server(
     for name in HEALTH_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    _follow_policy_health(holder, health_servicer)
     if config.server.reflection:
         names = (*HEALTH_NAMES[1:], health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, grpc_server)
@@ -354,6 +357,14 @@ def build_server(
 
     reloader.on_loaded = loaded
     return server
+
+
+def _follow_policy_health(holder: PolicyHolder, health_servicer: health.HealthServicer) -> None:
+    status = health_pb2.HealthCheckResponse
+    health_servicer.set(POLICY_HEALTH, status.NOT_SERVING)
+    holder.on_status = lambda loaded: health_servicer.set(
+        POLICY_HEALTH, status.SERVING if loaded else status.NOT_SERVING
+    )
 
 
 def _observe(config: Config, service: DecisionService, health_servicer: health.HealthServicer,

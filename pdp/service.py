@@ -11,7 +11,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,6 +87,8 @@ class PolicyHolder:
         self.last_error: str | None = None
         self.last_issues: tuple[PolicyIssue, ...] = ()
         self.failed_at: float | None = None
+        # Told True when a load succeeds and False when one fails (health checking).
+        self.on_status: Callable[[bool], None] | None = None
 
     @property
     def current(self) -> CompiledPolicy | None:
@@ -97,17 +99,24 @@ class PolicyHolder:
             self._policy = policy
             self.loaded_at = time.time()
             self._clear()
+        self._tell(True)
 
     def recovered(self) -> None:
         """The folder compiles again, to the version already served."""
         with self._lock:
             self._clear()
+        self._tell(True)
 
     def fail(self, error: str, issues: Sequence[PolicyIssue] = ()) -> None:
         with self._lock:
             self.last_error = error
             self.last_issues = tuple(issues)
             self.failed_at = time.time()
+        self._tell(False)
+
+    def _tell(self, loaded: bool) -> None:
+        if self.on_status is not None:
+            self.on_status(loaded)
 
     def _clear(self) -> None:
         self.last_error = None

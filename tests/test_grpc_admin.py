@@ -109,3 +109,16 @@ def test_grpcurl_calls_check_through_reflection(tmp_path: Path) -> None:
     reply = json.loads(done.stdout)
     assert reply["decision"] == "DECISION_ALLOW"
     assert reply["reasons"][0]["rule"] == "reader-read"
+
+
+def test_policy_health_follows_a_failed_reload(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "p")
+    with running_server(make_config(folder)) as server:
+        assert health_of(server.port, "pdp.policy") == SERVING
+        (folder / "broken.policy").write_text(BROKEN_POLICY)
+        assert not server.reloader.reload("test").ok
+        assert health_of(server.port, "pdp.policy") == NOT_SERVING
+        assert health_of(server.port) == SERVING  # the previous version still decides
+        (folder / "broken.policy").unlink()
+        assert server.reloader.reload("test").ok
+        assert health_of(server.port, "pdp.policy") == SERVING
