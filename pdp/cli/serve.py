@@ -28,7 +28,6 @@ def run(args: argparse.Namespace) -> int:
     except settings.ConfigError as exc:
         print(f"pdp serve: {exc}", file=sys.stderr)
         return 2
-    logs.configure(config.log.level, config.log.format)
     from pdp.observability import config_problem as observability_problem
     from pdp.redis_sync import config_problem
 
@@ -36,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"pdp serve: {problem}", file=sys.stderr)
         return 2
+    logs.configure(config.log.level, config.log.format)
     workers = settings.worker_count(config)
     if workers > 1:
         from pdp.observability import run_pool
