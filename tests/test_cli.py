@@ -169,3 +169,29 @@ def test_example_policies_pass_their_tests() -> None:
     for folder in ("policies", "examples/authzen-todo", "examples/authzen-gateway"):
         result = pdp("test", str(root / folder))
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_writes_audit_records_when_asked(folder: Path, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    result = pdp("check", str(folder), "--subject", "user:alice", "--action", "delete",
+                 "--resource", "document:drafts/1", "--attr", "resource.owner=alice",
+                 "--json", "--audit-file", str(audit))
+    assert result.returncode == 0, result.stderr
+    decision_id = json.loads(result.stdout)["context"]["decision_id"]
+    (record,) = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert record["decision_id"] == decision_id
+    assert record["frontend"] == "cli"
+    assert record["decision"] == "ALLOW"
+    assert record["subject"]["id"] == "alice"
+
+
+def test_check_requests_audits_every_decided_line(folder: Path, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    good = json.dumps({"subject": {"type": "user", "id": "bob"}, "action": {"name": "read"},
+                       "resource": {"type": "document", "id": "x"}})
+    result = pdp("check", str(folder), "--requests", "-", "--audit-file", str(audit),
+                 stdin=f"{good}\nnot json\n{good}\n")
+    assert result.returncode == 0, result.stderr
+    ids = [json.loads(line)["context"].get("decision_id") for line in result.stdout.splitlines()]
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [r["decision_id"] for r in records] == [ids[0], ids[2]]

@@ -8,16 +8,18 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from pdp.audit import AuditLog, AuditSettings, directory_source
 from pdp.authzen import RequestError, decision_to_json, error_to_json, request_from_json
-from pdp.engine import decide
 from pdp.errors import PolicySetError
 from pdp.loader import load_policy_dir
 from pdp.model import Decision, Request
 from pdp.patterns import PatternError, parse_concrete
 from pdp.policy import CompiledPolicy
+from pdp.service import CallMeta, DecisionService, PolicyHolder
 from pdp.testing import run_tests
 
 EXIT_ALLOW, EXIT_ERRORS, EXIT_DENY = 0, 1, 3
+CLI = CallMeta("cli")
 
 
 def register(subparsers: Any) -> None:
@@ -36,6 +38,7 @@ def register(subparsers: Any) -> None:
         help="decide one request, or a file of AuthZEN requests, against a policy folder",
         description="Decide one request given by flags, or with --requests one AuthZEN evaluation "
         "request per line (- for stdin) answered one JSON result per line, in order. "
+        "With --audit-file or --audit-redis-url, each decision also gets an audit record. "
         "Exit 0 for ALLOW, 3 for DENY (one request), 1 for policy errors.",
     )
     check.add_argument("dir", metavar="DIR", help="the policy folder")
@@ -52,6 +55,10 @@ def register(subparsers: Any) -> None:
     check.add_argument(
         "--requests", metavar="FILE", help="one AuthZEN evaluation request per line; - for stdin"
     )
+    check.add_argument("--audit-file", metavar="PATH",
+                       help="also append an audit record per decision to this JSON-lines file")
+    check.add_argument("--audit-redis-url", metavar="URL",
+                       help="also add an audit record per decision to the Redis audit stream")
     check.set_defaults(func=run_check)
 
     test = subparsers.add_parser(
@@ -103,22 +110,40 @@ def run_check(args: argparse.Namespace) -> int:
     policy = _load(args.dir)
     if policy is None:
         return EXIT_ERRORS
+    audit = _audit_log(policy, args)
+    try:
+        # The same decision path as the server's (decision ids, audit), without a cache.
+        return _check(DecisionService(PolicyHolder(policy), audit=audit), args)
+    finally:
+        if audit is not None:
+            audit.close()  # writes out every queued record
+
+
+def _audit_log(policy: CompiledPolicy, args: argparse.Namespace) -> AuditLog | None:
+    if not (args.audit_file or args.audit_redis_url):
+        return None
+    audit = AuditLog(AuditSettings(file=args.audit_file, redis_url=args.audit_redis_url))
+    audit.policy_loaded(policy.version, directory_source(args.dir))
+    return audit
+
+
+def _check(service: DecisionService, args: argparse.Namespace) -> int:
     if args.requests is not None:
         stream = sys.stdin if args.requests == "-" else open(args.requests, encoding="utf-8")  # noqa: SIM115
         with stream:
-            check_lines(policy, stream, sys.stdout)
+            check_lines(service, stream, sys.stdout)
         return 0
     try:
         request = request_from_flags(args)
     except RequestError as err:
         print(f"pdp check: {err}", file=sys.stderr)
         return 2
-    decision = decide(policy, request)
+    outcome = service.check(request, CLI)
     if args.json:
-        print(json.dumps(decision_to_json(decision)))
+        print(json.dumps(decision_to_json(outcome.decision, decision_id=outcome.decision_id)))
     else:
-        print(describe(request, decision))
-    return EXIT_ALLOW if decision.allowed else EXIT_DENY
+        print(describe(request, outcome.decision))
+    return EXIT_ALLOW if outcome.decision.allowed else EXIT_DENY
 
 
 def request_from_flags(args: argparse.Namespace) -> Request:
@@ -163,25 +188,26 @@ def describe(request: Request, decision: Decision) -> str:
     return "\n".join(lines)
 
 
-def check_lines(policy: CompiledPolicy, lines: IO[str], out: IO[str]) -> None:
+def check_lines(service: DecisionService, lines: IO[str], out: IO[str]) -> None:
     """One result per input line, in order; a bad line gets a DENY with its error."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             result = error_to_json(f"line {number}: empty line, expected a JSON request")
         else:
-            result = _check_line(policy, number, line)
+            result = _check_line(service, number, line)
         out.write(json.dumps(result) + "\n")
         out.flush()
 
 
-def _check_line(policy: CompiledPolicy, number: int, line: str) -> dict[str, Any]:
+def _check_line(service: DecisionService, number: int, line: str) -> dict[str, Any]:
     try:
         request = request_from_json(json.loads(line))
     except json.JSONDecodeError as err:
         return error_to_json(f"line {number}: malformed JSON: {err.msg} at column {err.colno}")
     except RequestError as err:
         return error_to_json(f"line {number}: {err}")
-    return decision_to_json(decide(policy, request))
+    outcome = service.check(request, CLI)
+    return decision_to_json(outcome.decision, decision_id=outcome.decision_id)
 
 
 # ---- test ----
