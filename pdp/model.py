@@ -62,8 +62,11 @@ class Reason:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
+    """Never changed once made (it may be cached and shared between requests),
+    but not `frozen`, for the reason given on Request: one is built per decision."""
+
     allowed: bool
     reasons: tuple[Reason, ...]
     policy_version: str
