@@ -42,9 +42,12 @@ class Request:
     roles: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reason:
-    """Why a decision came out as it did: one rule, or the default deny."""
+    """Why a decision came out as it did: one rule, or the default deny.
+
+    Never changed once made (a rule's reason is shared by every decision it
+    makes); not `frozen`, as a default deny builds one per decision."""
 
     rule: str
     effect: Effect
