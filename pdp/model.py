@@ -42,12 +42,13 @@ class Request:
     roles: frozenset[str] = frozenset()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Reason:
     """Why a decision came out as it did: one rule, or the default deny.
 
     Never changed once made (a rule's reason is shared by every decision it
-    makes); not `frozen`, as a default deny builds one per decision."""
+    makes), hence hashable by value; not `frozen`, as a default deny builds
+    one per decision."""
 
     rule: str
     effect: Effect
