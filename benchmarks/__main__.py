@@ -17,7 +17,9 @@ from pathlib import Path
 from types import ModuleType
 
 # To add a suite: create benchmarks/NAME.py with run(args), and list NAME here.
-SUITES: tuple[str, ...] = ("engine", "identity", "convergence", "gateway", "cache", "grpc", "audit", "handler")
+SUITES: tuple[str, ...] = (
+    "engine", "identity", "convergence", "gateway", "cache", "grpc", "audit", "handler",
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 
