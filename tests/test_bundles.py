@@ -292,7 +292,8 @@ def test_a_replica_started_while_redis_is_down_serves_once_it_is_up(
     with replica(redis_server.url) as server, PdpClient(f"127.0.0.1:{server.port}") as client:
         reply = client.check("user:anna", "approve", "invoice:1", resource_properties={"amount": 10})
         assert not reply.allowed  # answered (no policy yet: fail closed), not an error
-        assert client.policy_info().HasField("last_error")
+        # the replica tries Redis in the background: its failure shows once it has tried
+        wait_until(lambda: client.policy_info().HasField("last_error"), 30, "load failure reported")
         redis_server.start()
         v1 = policy_dir(tmp_path, "v1", POLICY_V1)
         assert publish(str(v1), "--redis-url", redis_server.url) == 0

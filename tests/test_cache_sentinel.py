@@ -77,9 +77,11 @@ def sentinel_setup(tmp_path: Path) -> Iterator[tuple[Processes, int, int, int]]:
     )
     procs.start("sentinel", str(conf), "--sentinel")
     try:
-        wait_until(lambda: redis.Redis(port=replica).info("replication")["master_link_status"]
+        # Until replication and the sentinel are set up, the fields are not there yet.
+        wait_until(lambda: redis.Redis(port=replica).info("replication").get("master_link_status")
                    == "up")
-        wait_until(lambda: redis.Redis(port=sentinel).sentinel_masters()["main"]["num-slaves"] >= 1)
+        wait_until(lambda: redis.Redis(port=sentinel).sentinel_masters().get("main", {})
+                   .get("num-slaves", 0) >= 1)
         yield procs, master, replica, sentinel
     finally:
         procs.stop_all()
