@@ -126,11 +126,14 @@ def _decode(source: SourceFile) -> str:
 
 def parse_directory(path: str, text: str) -> list[ast.SubjectRecord]:
     """A `*.subjects.json` file: {"TYPE:ID": {"roles": [...], "properties": {...}}}."""
+    repeated: list[str] = []
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=lambda pairs: _object(pairs, repeated))
     except json.JSONDecodeError as err:
         issue = PolicyIssue(path, err.lineno, err.colno, f"malformed JSON: {err.msg}")
         raise PolicySetError([issue]) from None
+    if repeated:  # JSON parsers keep the last silently; a directory must not
+        raise PolicySetError([_repeated_issue(path, text, key) for key in repeated])
     if not isinstance(data, dict):
         raise PolicySetError([PolicyIssue(path, 1, 1, "a directory file is a JSON object of TYPE:ID keys")])
     records, issues = [], []
@@ -146,6 +149,23 @@ def parse_directory(path: str, text: str) -> list[ast.SubjectRecord]:
     if issues:
         raise PolicySetError(issues)
     return records
+
+
+def _object(pairs: list[tuple[str, Any]], repeated: list[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            repeated.append(key)
+        result[key] = value
+    return result
+
+
+def _repeated_issue(path: str, text: str, key: str) -> PolicyIssue:
+    needle = json.dumps(key)
+    offset = text.find(needle, text.find(needle) + 1)
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return PolicyIssue(path, line, column, f"{key} is listed twice in one object")
 
 
 def _entry_problem(key: str, entry: Any) -> str | None:

@@ -7,8 +7,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pdp.errors import PolicyIssue
-
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 ANY = "*"
 
@@ -107,7 +105,3 @@ def compile_glob(text: str) -> IdMatcher:
 def _split_matches(pattern: Pattern, value: str) -> bool:
     type_, colon, id_ = value.partition(":")
     return bool(colon) and pattern.matches(type_, id_)
-
-
-def pattern_issue(file: str, line: int, column: int, err: PatternError) -> PolicyIssue:
-    return PolicyIssue(file, line, column, f"bad pattern: {err}")

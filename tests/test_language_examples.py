@@ -457,3 +457,26 @@ def test_a_closing_brace_right_after_a_pattern_closes_the_block(tmp_path: Path) 
                                          "role s { allow read on document:**}\ngrant r, s to user:a\n"})
     assert allowed(policy, "user:a", "GET", "route:/todos/{todoId}")
     assert allowed(policy, "user:a", "read", "document:x")
+
+
+def test_hidden_folders_are_skipped(tmp_path: Path) -> None:
+    policy = load(tmp_path, {"a.policy": "allow read on a:**\n", ".git/x.policy": "broken {{{\n"})
+    assert policy.files == ("a.policy",)
+
+
+def test_action_properties_are_read_as_action_names(tmp_path: Path) -> None:
+    from pdp.engine import decide
+    from pdp.model import Request
+
+    policy = load(tmp_path, {"p.policy": 'allow pay on invoice:** when action.method == "card"\n'})
+    card = Request("user", "u", "pay", "invoice", "1", action_properties={"method": "card"})
+    cash = Request("user", "u", "pay", "invoice", "1", action_properties={"method": "cash"})
+    assert decide(policy, card).allowed
+    assert not decide(policy, cash).allowed
+
+
+def test_json_null_equals_nothing(tmp_path: Path) -> None:
+    policy = load(tmp_path, {"p.policy": "allow read on a:** when resource.x == resource.y\n"
+                                         "allow list on a:** when resource.x != 1\n"})
+    assert not allowed(policy, "user:u", "read", "a:1", resource_props={"x": None, "y": None})
+    assert not allowed(policy, "user:u", "list", "a:1", resource_props={"x": None})

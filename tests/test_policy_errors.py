@@ -184,3 +184,18 @@ def test_errors_render_as_file_line_column_message(tmp_path: Path) -> None:
     with pytest.raises(PolicySetError) as caught:
         load(tmp_path, {"a.policy": "role r inherits q {\n}\n"})
     assert str(caught.value) == "a.policy:1:17: role 'r' inherits undefined role 'q'"
+
+
+def test_a_subject_listed_twice_in_one_file(tmp_path: Path) -> None:
+    text = '{\n  "user:a": {"roles": []},\n  "user:a": {"roles": ["r"]}\n}\n'
+    issue = only_error(tmp_path, {"a.policy": "role r {\n}\n", "d.subjects.json": text})
+    assert (issue.file, issue.line, issue.column) == ("d.subjects.json", 3, 3)
+    assert "user:a is listed twice" in issue.message
+
+
+def test_a_subject_listed_in_two_files(tmp_path: Path) -> None:
+    issue = only_error(tmp_path, {"a.policy": "role r {\n}\n",
+                                  "a.subjects.json": {"user:a": {"roles": ["r"]}},
+                                  "b.subjects.json": {"user:a": {"roles": []}}})
+    assert issue.file == "b.subjects.json"
+    assert "listed twice (first at a.subjects.json:2)" in issue.message
