@@ -53,8 +53,10 @@ class CallMeta:
     request_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
+    """One per decision, so a plain slots dataclass like Decision; never changed."""
+
     decision: Decision
     decision_id: str
     cached: bool
