@@ -480,3 +480,14 @@ def test_json_null_equals_nothing(tmp_path: Path) -> None:
                                          "allow list on a:** when resource.x != 1\n"})
     assert not allowed(policy, "user:u", "read", "a:1", resource_props={"x": None, "y": None})
     assert not allowed(policy, "user:u", "list", "a:1", resource_props={"x": None})
+
+
+def test_given_and_with_lines_continue_an_expect(tmp_path: Path) -> None:
+    text = ('role auditor {\n  allow read on log:** when resource.owner == subject.id\n}\n'
+            'test "continued" {\n'
+            "    expect allow user:a read log:1\n"
+            '        given resource.owner = "a"\n'
+            "        with roles auditor\n"
+            "}\n")
+    (result,) = run_tests(load(tmp_path, {"p.policy": text}))
+    assert result.passed and len(result.cases) == 1
