@@ -21,17 +21,18 @@ from pdp.server import run
 FLOOR_METHOD = "/pdp.bench.Floor/Empty"
 
 
-def floor_handler() -> grpc.GenericRpcHandler:
+def floor_service() -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """Registered like DecisionService (pdp.server.add_registered), so both are found alike."""
     def empty(_request: empty_pb2.Empty, _context: grpc.ServicerContext) -> empty_pb2.Empty:
         return empty_pb2.Empty()
 
-    return grpc.method_handlers_generic_handler("pdp.bench.Floor", {
+    return {"pdp.bench.Floor": {
         "Empty": grpc.unary_unary_rpc_method_handler(
             empty,
             request_deserializer=empty_pb2.Empty.FromString,
             response_serializer=empty_pb2.Empty.SerializeToString,
         ),
-    })
+    }}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.add_arguments(parser)
     config = settings.from_args(parser.parse_args(argv))
     logs.configure(config.log.level, config.log.format)
-    return run(config, extra_handlers=[floor_handler()])
+    return run(config, extra_services=floor_service())
 
 
 if __name__ == "__main__":

@@ -55,13 +55,14 @@ def run(args: argparse.Namespace) -> list[str]:
     batches = [decision_pb2.BatchCheckRequest(requests=checks[i:i + BATCH])
                for i in range(0, len(checks), BATCH)]
     policy = load_policy_dir(SCENARIO / "pdp")
+    wire = [m.SerializeToString() for m in checks]
     rows = []
     for label, flags in (("cache on", []), ("cache off", ["--cache-size", "0"])):
         handler = servicer(policy, flags)
 
         def check(h: DecisionServicer = handler) -> None:
-            for msg in checks:
-                h.Check(msg, None).SerializeToString()  # type: ignore[arg-type]
+            for data in wire:
+                h.Check(data, None)  # type: ignore[arg-type]
 
         def batch(h: DecisionServicer = handler) -> None:
             for msg in batches:

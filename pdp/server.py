@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +29,11 @@ from pdp.cache import TieredCache, build_cache
 from pdp.config import Config
 from pdp.grpc_mapping import (
     InvalidRequest,
+    RequestMemo,
+    decode_check,
     fill_response,
     invalid_fields,
+    response_bytes,
     to_request,
     to_response,
 )
@@ -47,7 +50,7 @@ from pdp.policy import CompiledPolicy
 from pdp.redis_sync import ReplicaSync
 from pdp.reload import PolicyReloader, ReloadResult
 from pdp.service import CallMeta, DecisionService, Outcome, PolicyHolder, new_decision_id
-from pdp.v1 import admin_pb2, admin_pb2_grpc, decision_pb2, decision_pb2_grpc
+from pdp.v1 import admin_pb2, admin_pb2_grpc, decision_pb2
 
 log = logging.getLogger("pdp.server")
 
@@ -76,19 +79,31 @@ class DecisionServicer:
         self._limits = config.limits
         self._identity = identity
         self._subject_from_caller = identity is not None and identity.config.subject_from_certificate
+        self._memo = RequestMemo()
 
-    def Check(self, request: decision_pb2.CheckRequest, context: grpc.ServicerContext) -> Any:
+    def Check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        """Wire bytes in and out (see `decision_handler`): a request seen before is
+        not decoded again, and the response is laid out from kept bytes."""
         try:
-            req = self._prepare(request, context)
+            req = self._memo.get(data) or self._decode(data, context)
+            if isinstance(req, Outcome):  # the token was refused
+                return response_bytes(req)
+            return response_bytes(self._service.check(req, self._meta(context)))
         except InvalidRequest as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            if isinstance(req, Decision):  # the token was refused
-                return to_response(self._refused(request, req, context))
-            return to_response(self._service.check(req, self._meta(context)))
+            raise  # not reached: abort raises
         except Exception:  # fail closed, keep serving
             log.exception("check failed")
-            return _internal_error()
+            return bytes(_internal_error().SerializeToString())
+
+    def _decode(self, data: bytes, context: grpc.ServicerContext) -> Request | Outcome:
+        msg = decode_check(data)
+        req = self._prepare(msg, context)
+        if isinstance(req, Decision):
+            return self._refused(msg, req, context)
+        if not msg.subject.token and not self._subject_from_caller:  # depends on the bytes alone
+            self._memo.keep(data, req)
+        return req
 
     def _refused(self, msg: Any, decision: Decision, context: grpc.ServicerContext) -> Outcome:
         """A refused token's DENY, audited (and counted) like any decision."""
@@ -161,6 +176,26 @@ class DecisionServicer:
         if self._service.audit is None:  # nobody reads it: skip the metadata walk
             return _NO_AUDIT_META
         return call_meta(context)
+
+
+def decision_handlers(servicer: DecisionServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """pdp.v1.DecisionService's methods. Check takes and returns wire bytes (no
+    (de)serializer): the servicer keeps decoded requests and response bytes."""
+    batch_request, batch_response = decision_pb2.BatchCheckRequest, decision_pb2.BatchCheckResponse
+    return {
+        "Check": grpc.unary_unary_rpc_method_handler(servicer.Check),
+        "BatchCheck": grpc.unary_unary_rpc_method_handler(
+            servicer.BatchCheck, request_deserializer=batch_request.FromString,
+            response_serializer=batch_response.SerializeToString),
+    }
+
+
+def add_registered(server: grpc.Server, service: str,
+                   handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    """Serve `handlers` as generated code does: registered methods (found without a
+    per-call lookup through the generic handlers), plus a generic handler."""
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
 
 
 def call_meta(context: grpc.ServicerContext) -> CallMeta:
@@ -308,7 +343,7 @@ def build_server(
     config: Config,
     holder: PolicyHolder | None = None,
     reuse_port: bool = False,
-    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    extra_services: Mapping[str, dict[str, grpc.RpcMethodHandler]] | None = None,
     identity: IdentityResolver | None = None,
     pool_worker: bool = False,
 ) -> Server:
@@ -327,13 +362,13 @@ def build_server(
     ]
     grpc_server = grpc.server(
         futures.ThreadPoolExecutor(config.server.threads, thread_name_prefix="pdp-rpc"),
-        handlers=list(extra_handlers),
         options=options,
         interceptors=[admin_guard(config.identity, tls_files(config.server.tls), ADMIN_METHODS)],
     )
-    decision_pb2_grpc.add_DecisionServiceServicer_to_server(
-        DecisionServicer(service, config, identity), grpc_server
-    )
+    add_registered(grpc_server, DECISION_SERVICE,
+                   decision_handlers(DecisionServicer(service, config, identity)))
+    for name, handlers in (extra_services or {}).items():
+        add_registered(grpc_server, name, handlers)
     admin = AdminServicer(reloader, in_pool=pool_worker)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, grpc_server)
     envoy.add_to_server(grpc_server, service, config.envoy, identity)
@@ -396,12 +431,12 @@ def _bind(grpc_server: grpc.Server, config: Config) -> int:
 def run(
     config: Config,
     reuse_port: bool = False,
-    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    extra_services: Mapping[str, dict[str, grpc.RpcMethodHandler]] | None = None,
     pool_worker: bool = False,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
     try:
-        server = build_server(config, reuse_port=reuse_port, extra_handlers=extra_handlers,
+        server = build_server(config, reuse_port=reuse_port, extra_services=extra_services,
                               pool_worker=pool_worker)
     except (RuntimeError, OSError, TlsConfigError) as exc:
         log.error("cannot listen", extra=fields(listen=config.server.listen, error=str(exc)))

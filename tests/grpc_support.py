@@ -77,11 +77,11 @@ def make_config(policy_dir: Path, **sections: dict[str, Any]) -> settings.Config
 
 @contextlib.contextmanager
 def running_server(
-    config: settings.Config, extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    config: settings.Config,
     identity: Any = None,
 ) -> Iterator[Server]:
     """The real server in this process, started and loaded."""
-    server = build_server(config, extra_handlers=extra_handlers, identity=identity)
+    server = build_server(config, identity=identity)
     server.grpc_server.start()
     server.reloader.reload("test")
     try:

@@ -18,13 +18,18 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def decisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[grpc.Channel, Any]]:
     folder = write_policies(tmp_path_factory.mktemp("policies"))
     config = make_config(folder, limits=LIMITS, server={"max_message_bytes": 4096})
     with running_server(config) as server:
         channel, decisions = stub(server.port)
-        yield decisions
+        yield channel, decisions
         channel.close()
+
+
+@pytest.fixture(scope="module")
+def decisions(served: tuple[grpc.Channel, Any]) -> Any:
+    return served[1]
 
 
 def clear(field: str) -> Callable[[pb.CheckRequest], None]:
@@ -107,3 +112,13 @@ def test_server_keeps_serving_after_bad_input(decisions: Any) -> None:
         with pytest.raises(grpc.RpcError):
             decisions.Check(pb.CheckRequest())
     assert decisions.Check(request("user:al", "read", "document:a")).allowed
+
+
+def test_bytes_that_are_not_a_check_request_are_invalid_argument(
+    served: tuple[grpc.Channel, Any],
+) -> None:
+    check_bytes = served[0].unary_unary("/pdp.v1.DecisionService/Check")
+    with pytest.raises(grpc.RpcError) as err:
+        check_bytes(b"\x0a\xff\xff")  # a field whose length runs past the end
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("request: not a pdp.v1.CheckRequest")
