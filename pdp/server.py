@@ -80,6 +80,8 @@ class DecisionServicer:
         self._identity = identity
         self._subject_from_caller = identity is not None and identity.config.subject_from_certificate
         self._memo = RequestMemo()
+        files = tls_files(config.server.tls)
+        self._mtls = files is not None and files.mtls
 
     def Check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         """Wire bytes in and out (see `decision_handler`): a request seen before is
@@ -175,7 +177,7 @@ class DecisionServicer:
     def _meta(self, context: grpc.ServicerContext) -> CallMeta:
         if self._service.audit is None:  # nobody reads it: skip the metadata walk
             return _NO_AUDIT_META
-        return call_meta(context)
+        return call_meta(context, self._mtls)
 
 
 def decision_handlers(servicer: DecisionServicer) -> dict[str, grpc.RpcMethodHandler]:
@@ -198,10 +200,12 @@ def add_registered(server: grpc.Server, service: str,
     server.add_registered_method_handlers(service, handlers)
 
 
-def call_meta(context: grpc.ServicerContext) -> CallMeta:
-    """The caller (client certificate's SPIFFE ID, else CN) and request id (x-request-id)."""
+def call_meta(context: grpc.ServicerContext, mtls: bool) -> CallMeta:
+    """The caller (client certificate's SPIFFE ID, else CN) and request id (x-request-id).
+    Without mTLS no caller has a certificate: the auth context is not asked (it is
+    built afresh per call)."""
     request_id = next((v for k, v in context.invocation_metadata() if k == "x-request-id"), None)
-    return CallMeta("grpc", caller=caller_identity(context), request_id=request_id)
+    return CallMeta("grpc", caller=caller_identity(context) if mtls else None, request_id=request_id)
 
 
 def _caller_as_subject(msg: Any, context: grpc.ServicerContext) -> Any:
