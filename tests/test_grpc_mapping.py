@@ -1,0 +1,56 @@
+"""The Check response laid out from kept bytes parses to the message built field by field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from policy_helpers import ask, load
+
+from pdp.grpc_mapping import RequestMemo, response_bytes, to_response
+from pdp.model import Request, deny_because
+from pdp.service import Outcome, new_decision_id
+from pdp.v1 import decision_pb2 as pb
+
+POLICY = """\
+role viewer {
+    allow read on document:** reason "viewers read documents" as viewer-read
+    deny read on document:secret/** reason "secrets stay secret" as no-secrets
+}
+grant viewer to user:*
+"""
+
+
+@pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.parametrize(("action", "resource"), [
+    ("read", "document:a"),  # allowed by a rule
+    ("read", "document:secret/x"),  # denied by a rule
+    ("write", "document:a"),  # the default deny, whose reason names the request
+])
+def test_response_bytes_parse_to_the_built_response(
+    tmp_path: Path, action: str, resource: str, cached: bool
+) -> None:
+    decision = ask(load(tmp_path, {"p.policy": POLICY}), "user:al", action, resource)
+    outcome = Outcome(decision, new_decision_id(), cached, 0.0)
+    for _ in range(2):  # built, then from the kept parts
+        parsed = pb.CheckResponse.FromString(response_bytes(outcome))
+        assert parsed == to_response(outcome)
+        assert parsed.decision_id == outcome.decision_id and parsed.cached == cached
+        assert [r.text for r in parsed.reasons] == [r.text for r in decision.reasons]
+
+
+def test_an_error_deny_and_a_long_id_round_trip() -> None:
+    outcome = Outcome(deny_because("internal error", ""), "x" * 300, False, 0.0)
+    assert pb.CheckResponse.FromString(response_bytes(outcome)) == to_response(outcome)
+
+
+def test_request_memo_keeps_small_requests_and_empties_when_full() -> None:
+    memo = RequestMemo(entries=2, max_bytes=8)
+    req = Request("user", "al", "read", "document", "a")
+    memo.keep(b"123456789", req)  # over max_bytes: not kept
+    assert memo.get(b"123456789") is None
+    memo.keep(b"a", req)
+    memo.keep(b"b", req)
+    assert memo.get(b"a") is req and memo.get(b"b") is req
+    memo.keep(b"c", req)  # full: emptied, then kept
+    assert memo.get(b"a") is None and memo.get(b"c") is req
