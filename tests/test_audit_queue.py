@@ -88,8 +88,7 @@ class BrokenSink:
 
 def test_failing_sink_is_contained_and_reported(policy_dir: Path, tmp_path: Path) -> None:
     good = tmp_path / "good.jsonl"
-    audit = AuditLog(AuditSettings(file=str(good)))
-    audit.sinks.append(type(audit.sinks[0])(BrokenSink()))
+    audit = AuditLog(AuditSettings(), sinks=[RotatingFileSink(good, 10**8, 1), BrokenSink()])
     service = audited_service(policy_dir, audit)
     assert hammer(service, threads=2, per_thread=100) == []
     audit.close()
@@ -134,13 +133,13 @@ def test_rotation_with_no_backups_starts_over(tmp_path: Path) -> None:
     assert (tmp_path / "a.jsonl").stat().st_size <= 100
 
 
-def test_stdout_sink(policy_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    audit = AuditLog(AuditSettings(stdout=True))
+def test_stdout_sink(policy_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    audit = AuditLog(AuditSettings(stdout=True))  # the writer process inherits stdout
     audited_service(policy_dir, audit).check(bob_reads(), meta())
     audit.close()
-    (line,) = capsys.readouterr().out.splitlines()
+    (line,) = capfd.readouterr().out.splitlines()
     assert json.loads(line)["subject"] == {"type": "user", "id": "bob", "roles": []}
-    assert audit.sinks[0].sink.name == StdoutSink.name
+    assert list(audit.status()["sinks"]) == [StdoutSink.name]
 
 
 def _write_from_process(path: str, writer: int) -> None:

@@ -1,58 +1,57 @@
 """The audit log the decision path talks to: sample, queue, and write in the background.
 
 `AuditLog.record` is called once per decision on the caller's thread and
-only samples and queues references; building the record, redaction, JSON
-and I/O all happen on the writer thread.
+only samples and queues references. The queue's writer thread flattens
+each batch into tuples of primitives (pdp.audit.record) and hands it to the
+writer:
+
+- "process" (the default, `writer = "process"`): a child process builds,
+  redacts, serializes and writes the records (pdp.audit.process), so that
+  work never holds the server's GIL;
+- "thread": the writer thread does it all in this process (also what an
+  `AuditLog` given explicit sink objects does, as tests do).
+
+The sinks' counts come back as snapshots that pdp.audit.status turns into
+`status()`, health (`on_health`) and metrics, the same way in both modes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pdp import metrics
+from pdp.audit.process import ProcessWriter
 from pdp.audit.queue import BatchQueue
-from pdp.audit.record import Pending, build_record
-from pdp.audit.redact import Redactor
+from pdp.audit.record import Flat, Pending, flatten
 from pdp.audit.sampling import Sampler
 from pdp.audit.settings import AuditSettings
-from pdp.audit.sinks import GuardedSink, RedisStreamSink, RotatingFileSink, Sink, StdoutSink
+from pdp.audit.sinks import Sink
 from pdp.audit.source import PolicySource
+from pdp.audit.status import SinkStatus
+from pdp.audit.writer import RecordWriter, ThreadWriter
 
 if TYPE_CHECKING:
     from pdp.model import Request
     from pdp.service import CallMeta, Outcome
 
-_KEPT_SOURCES = 16  # versions still answering while a reload settles
 
-
-def build_sinks(settings: AuditSettings) -> list[Sink]:
-    sinks: list[Sink] = []
-    if settings.stdout:
-        sinks.append(StdoutSink())
-    if settings.file:
-        sinks.append(RotatingFileSink(settings.file, settings.file_max_bytes,
-                                      settings.file_backups))
-    if settings.redis_url:
-        sinks.append(RedisStreamSink(settings.redis_url, settings.redis_stream,
-                                     settings.redis_maxlen))
-    return sinks
+class Writer(Protocol):
+    def write(self, batch: Sequence[Flat]) -> None: ...
+    def policy_loaded(self, version: str, source: Mapping[str, Any]) -> None: ...
+    def close(self, timeout_s: float) -> None: ...
 
 
 class AuditLog:
     def __init__(self, settings: AuditSettings, sinks: Sequence[Sink] | None = None) -> None:
         settings.validate()
         self.settings = settings
-        # Called (on the writer thread) with the new health when a sink fails or recovers.
+        # Called with the new health when a sink fails or recovers, or the writer process dies
+        # (on a background thread).
         self.on_health: Callable[[bool], None] | None = None
-        self.sinks = [GuardedSink(s, on_change=self._sink_changed)
-                      for s in (build_sinks(settings) if sinks is None else sinks)]
+        self._status = SinkStatus(self._health_changed)
         self._sampler = Sampler(settings.sample_allow, settings.sample_deny)
-        self._redactor = Redactor(settings.sensitive, settings.sensitive_mode, settings.hash_key)
-        self._sources: dict[str, dict[str, Any]] = {}
         self._queue: BatchQueue[Pending] = BatchQueue(
             self._write_batch,
             size=settings.queue_size,
@@ -61,6 +60,17 @@ class AuditLog:
             when_full=settings.when_full,
             block_s=settings.block_s,
         )
+        self.mode = "thread" if sinks is not None else settings.writer
+        self._writer: Writer
+        if self.mode == "thread":
+            self._writer = ThreadWriter(RecordWriter(settings, sinks), self._status)
+        else:
+            # Unusable sink settings fail here, not in the child; and the status
+            # names the sinks before the child's first report.
+            probe = RecordWriter(settings)
+            self._status.update(probe.snapshot())
+            probe.close()
+            self._writer = ProcessWriter(settings, self._status, self._queue.drop)
         metrics.audit_queue_depth(self._queue.depth)
 
     def record(self, request: Request, outcome: Outcome, meta: CallMeta) -> None:
@@ -69,45 +79,37 @@ class AuditLog:
 
     def policy_loaded(self, version: str, source: PolicySource) -> None:
         """Name the source of `version` in the records of decisions made under it."""
-        self._sources[version] = source.to_dict()
-        while len(self._sources) > _KEPT_SOURCES:
-            del self._sources[next(iter(self._sources))]
+        self._writer.policy_loaded(version, source.to_dict())
 
     def _write_batch(self, batch: list[Pending]) -> None:
-        lines = [self._line(item) for item in batch]
-        for sink in self.sinks:
-            sink.write(lines)
+        attributes = self.settings.attributes
+        self._writer.write([flatten(item, attributes) for item in batch])
 
-    def _line(self, item: Pending) -> bytes:
-        source = self._sources.get(item.outcome.decision.policy_version)
-        record = build_record(item, source, self._redactor, self.settings.attributes)
-        # orjson: ten times faster than json here, and the writer shares the GIL with Checks.
-        return orjson.dumps(record, default=str)
-
-    def _sink_changed(self) -> None:
+    def _health_changed(self, healthy: bool) -> None:
         if self.on_health is not None:
-            self.on_health(self.healthy)
+            self.on_health(healthy)
 
     @property
     def healthy(self) -> bool:
-        """False while any sink is failing."""
-        return all(sink.healthy for sink in self.sinks)
+        """False while any sink is failing or the writer process is down."""
+        return self._status.healthy
 
     def status(self) -> dict[str, Any]:
         """For health and admin info."""
         return {
             "healthy": self.healthy,
+            "writer": self.mode,
             "queue_depth": self._queue.depth(),
             "queue_size": self.settings.queue_size,
             "when_full": self.settings.when_full,
             "dropped": self._queue.dropped.value,
             "sampled_out": self._sampler.sampled_out(),
-            "sinks": {sink.name: sink.status() for sink in self.sinks},
+            "sinks": self._status.sinks(),
         }
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Drain the queue into the sinks, then close them."""
+        """Drain the queue into the writer, then let it write everything and close the sinks."""
+        deadline = time.monotonic() + timeout_s
         self._queue.close(timeout_s)
-        for sink in self.sinks:
-            sink.close()
+        self._writer.close(max(1.0, deadline - time.monotonic()))
         metrics.audit_queue_depth(lambda: 0)

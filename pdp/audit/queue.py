@@ -58,11 +58,11 @@ class BatchQueue(Generic[T]):
     def put(self, item: T) -> bool:
         """Queue `item`; False (and counted) when it was dropped."""
         if self._closed:
-            return self._drop("closed")
+            return self.drop("closed")
         # The length check and the append are not one atomic step: concurrent
         # callers can overshoot `size` by at most their number, which is fine.
         if len(self._items) >= self._size and not self._wait_for_room():
-            return self._drop("queue_full")
+            return self.drop("queue_full")
         self._items.append(item)
         return True
 
@@ -76,7 +76,8 @@ class BatchQueue(Generic[T]):
                 return True
         return False
 
-    def _drop(self, reason: str, count: int = 1) -> bool:
+    def drop(self, reason: str, count: int = 1) -> bool:
+        """Count `count` items lost (here or further down the line)."""
         self.dropped.add(count)
         metrics.audit_dropped(reason, count)
         return False
@@ -102,8 +103,7 @@ class BatchQueue(Generic[T]):
                 self._handle(batch)
             except Exception:  # the writer must outlive any bad batch
                 log.exception("audit writer could not handle a batch of %d", len(batch))
-                self.dropped.add(len(batch))
-                metrics.audit_dropped("error", len(batch))
+                self.drop("error", len(batch))
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop taking items, write out everything queued, stop the writer."""
@@ -114,5 +114,5 @@ class BatchQueue(Generic[T]):
             log.warning("audit writer still busy after %.0fs; %d record(s) not written",
                         timeout_s, len(self._items))
         elif self._items:  # put by callers racing the close, after the last drain
-            self._drop("closed", len(self._items))
+            self.drop("closed", len(self._items))
             self._items.clear()

@@ -1,7 +1,18 @@
 """One audit record: the JSON object written for one decision.
 
-Built on the writer thread, never on the decision path. Fields (always
-present, null when unknown):
+Two steps, so that the expensive one can leave the server process:
+
+- `flatten` (on the server's writer thread) turns a `Pending` (references
+  to the request, outcome and call metadata) into a `Flat` tuple of
+  primitives: strings, floats, bools, None, tuples and frozensets; the
+  attribute mappings only when attributes are written. A batch of them
+  pickles in one C call, and the strings decisions share (policy version,
+  reason texts, front end) pickle once per batch.
+- `build_record` (in the audit writer process, or on the writer thread in
+  thread mode) turns a `Flat` into the record: redaction, roles, reasons.
+  It is the one place that builds a record.
+
+Fields (always present, null when unknown):
 
     time           RFC 3339, UTC, microseconds ("2026-11-25T12:00:00.123456Z")
     decision_id    the id returned to the caller
@@ -21,7 +32,6 @@ present, null when unknown):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Mapping
@@ -30,8 +40,22 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pdp.audit.redact import Redactor, scrub
 
 if TYPE_CHECKING:
-    from pdp.model import Reason, Request
+    from pdp.model import Request
     from pdp.service import CallMeta, Outcome
+
+# (rule, effect, text, file, line)
+FlatReason = tuple[str, str, str, str, int]
+# (subject, action, resource, context) properties, as the request had them
+FlatAttributes = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]
+# See `flatten` for the order of the fields.
+Flat = tuple[
+    float, str, str | None, str, str | None,  # at, decision_id, request_id, frontend, caller
+    str, bool, bool, float,  # policy version, allowed, cached, latency_s
+    str, str, str, str, str,  # subject type and id, action, resource type and id
+    frozenset[str], frozenset[str],  # the decision's roles, the request's roles
+    tuple[FlatReason, ...],
+    FlatAttributes | None,
+]
 
 
 class Pending(NamedTuple):
@@ -42,6 +66,26 @@ class Pending(NamedTuple):
     request: Request
     outcome: Outcome
     meta: CallMeta
+
+
+def flatten(item: Pending, attributes: bool) -> Flat:
+    """The primitives a record is built from (on the server's writer thread)."""
+    request, outcome, meta = item.request, item.outcome, item.meta
+    decision = outcome.decision
+    return (
+        item.at, outcome.decision_id, meta.request_id, meta.frontend, meta.caller,
+        decision.policy_version, decision.allowed, outcome.cached, outcome.latency_s,
+        request.subject_type, request.subject_id, request.action,
+        request.resource_type, request.resource_id,
+        decision.roles, request.roles,
+        tuple([(r.rule, r.effect.value, r.text, r.file, r.line) for r in decision.reasons]),
+        (request.subject_properties, request.action_properties, request.resource_properties,
+         request.context) if attributes else None,
+    )
+
+
+def policy_version(flat: Flat) -> str:
+    return flat[5]
 
 
 @functools.lru_cache(maxsize=4)
@@ -71,37 +115,42 @@ def _optional(text: str | None) -> str | None:
     return None if text is None else scrub(text)
 
 
-def _reasons(reasons: tuple[Reason, ...]) -> list[Any]:
-    # orjson writes a Reason dataclass as {"rule", "effect", "text", "file", "line"} itself.
-    return [r if scrub(r.text) is r.text else dataclasses.replace(r, text=scrub(r.text))
-            for r in reasons]
+@functools.lru_cache(maxsize=1024)
+def _reason(reason: FlatReason) -> dict[str, Any]:
+    # A few rules make most decisions: each reason is scrubbed once, and the
+    # (never changed) dict shared by the records that give it.
+    rule, effect, text, file, line = reason
+    return {"rule": rule, "effect": effect, "text": scrub(text), "file": file, "line": line}
 
 
-def build_record(item: Pending, source: Mapping[str, Any] | None, redactor: Redactor,
+def build_record(flat: Flat, source: Mapping[str, Any] | None, redactor: Redactor,
                  attributes: bool) -> dict[str, Any]:
-    request, outcome, decision = item.request, item.outcome, item.outcome.decision
-    subject = _entity(redactor, "subject", request.subject_type, request.subject_id)
-    subject["roles"] = sorted(decision.roles | request.roles)
-    action: dict[str, Any] = {"name": request.action}
-    resource = _entity(redactor, "resource", request.resource_type, request.resource_id)
+    (at, decision_id, request_id, frontend, caller, version, allowed, cached, latency_s,
+     subject_type, subject_id, action_name, resource_type, resource_id,
+     decision_roles, request_roles, reasons, properties) = flat
+    subject = _entity(redactor, "subject", subject_type, subject_id)
+    subject["roles"] = sorted(decision_roles | request_roles)
+    action: dict[str, Any] = {"name": action_name}
+    resource = _entity(redactor, "resource", resource_type, resource_id)
     record: dict[str, Any] = {
-        "time": rfc3339(item.at),
-        "decision_id": outcome.decision_id,
-        "request_id": _optional(item.meta.request_id),
-        "frontend": item.meta.frontend,
-        "caller": _optional(item.meta.caller),
-        "policy": {"version": decision.policy_version, "source": source},
+        "time": rfc3339(at),
+        "decision_id": decision_id,
+        "request_id": _optional(request_id),
+        "frontend": frontend,
+        "caller": _optional(caller),
+        "policy": {"version": version, "source": source},
         "subject": subject,
         "action": action,
         "resource": resource,
-        "decision": "ALLOW" if decision.allowed else "DENY",
-        "reasons": _reasons(decision.reasons),
-        "cached": outcome.cached,
-        "latency_us": round(outcome.latency_s * 1e6, 1),
+        "decision": "ALLOW" if allowed else "DENY",
+        "reasons": [_reason(r) for r in reasons],
+        "cached": cached,
+        "latency_us": round(latency_s * 1e6, 1),
     }
-    if attributes:
-        subject["attributes"] = redactor.attributes("subject", request.subject_properties)
-        action["attributes"] = redactor.attributes("action", request.action_properties)
-        resource["attributes"] = redactor.attributes("resource", request.resource_properties)
-        record["context"] = redactor.attributes("context", request.context)
+    if attributes and properties is not None:
+        subject_props, action_props, resource_props, context = properties
+        subject["attributes"] = redactor.attributes("subject", subject_props)
+        action["attributes"] = redactor.attributes("action", action_props)
+        resource["attributes"] = redactor.attributes("resource", resource_props)
+        record["context"] = redactor.attributes("context", context)
     return record

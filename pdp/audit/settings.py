@@ -2,9 +2,9 @@
 where, and what it does under pressure.
 
 pdp.config reads it like any other section (file, `PDP_AUDIT_*` environment,
-`--audit-*` flags). Defaults: no sink (audit off); drop-and-count when the
-queue is full, so auditing never slows a decision; every decision recorded;
-attribute values not written.
+`--audit-*` flags). Defaults: no sink (audit off); records built and written
+in a child process; drop-and-count when the queue is full, so auditing never
+slows a decision; every decision recorded; attribute values not written.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WHEN_FULL = ("drop", "block")
+WRITERS = ("process", "thread")
 SENSITIVE_MODES = ("remove", "hash")
 DEFAULT_STREAM = "pdp:audit"
 
@@ -36,6 +37,9 @@ class AuditSettings:
     redis_url: str | None = _setting(None, "write audit records to a Redis Stream at this URL")
     redis_stream: str = _setting(DEFAULT_STREAM, "the audit stream key")
     redis_maxlen: int = _setting(1_000_000, "trim the stream to about this many entries")
+    # Where records are built and written (pdp.audit.process): a child process
+    # (no GIL shared with Checks), or the server's own writer thread.
+    writer: str = _setting("process", "build and write records in a child process or on a thread")
     # The queue between the decision path and the writer thread.
     queue_size: int = _setting(10_000, "audit records waiting for the writer, at most")
     batch_size: int = _setting(500, "audit records written per batch")
@@ -64,6 +68,8 @@ class AuditSettings:
         """Raise AuditConfigError naming the first setting that cannot be used."""
         if self.when_full not in WHEN_FULL:
             raise AuditConfigError(f"audit.when_full must be one of {', '.join(WHEN_FULL)}")
+        if self.writer not in WRITERS:
+            raise AuditConfigError(f"audit.writer must be one of {', '.join(WRITERS)}")
         if self.sensitive_mode not in SENSITIVE_MODES:
             raise AuditConfigError(
                 f"audit.sensitive_mode must be one of {', '.join(SENSITIVE_MODES)}")

@@ -1,16 +1,20 @@
 """Where audit records go: stdout, a size-rotated JSON-lines file, a Redis Stream.
 
 A sink writes one batch of JSON lines (bytes) per call and raises when it cannot.
-`GuardedSink` wraps each one so that a failure is counted, logged once when
-the sink starts failing and once when it recovers, and never propagates:
-records that reach a failing sink are lost and counted, and a failing sink
-is retried at most once a second so a dead Redis does not hold the writer.
+`GuardedSink` wraps each one so that a failure is counted and never
+propagates: records that reach a failing sink are lost and counted, and a
+failing sink is retried at most once a second so a dead Redis does not hold
+the writer.
+
+Sinks run where records are built: in the audit writer process (or on the
+writer thread in thread mode). They touch neither metrics nor logs: their
+counts travel to the server process as status snapshots, and pdp.audit.status
+turns them into metrics, health and one log line per change of state there.
 """
 
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import sys
 import time
@@ -21,10 +25,8 @@ from typing import Any, BinaryIO, Protocol, TextIO
 
 import redis
 
-from pdp import metrics, redisio
+from pdp import redisio
 from pdp.audit.tally import Tally
-
-log = logging.getLogger("pdp.audit")
 
 _pack_command: Any  # hiredis.pack_command(args) -> RESP bytes (its stub types args too narrowly)
 try:  # installed with redis[hiredis]; without it the sink uses redis-py's pipeline
@@ -168,17 +170,15 @@ class RedisStreamSink:
         self._maxlen = str(maxlen).encode()
 
     def write(self, lines: Sequence[bytes]) -> None:
-        try:
-            if isinstance(self._client, redis.Redis) and _pack_command is not None:
-                self._send_packed(self._client, lines, _pack_command)
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                for line in lines:
-                    pipe.execute_command(*self._xadd(line))
-                pipe.execute()
-        except redis.RedisError:
-            metrics.redis_fault("audit")
-            raise
+        # A RedisError is counted as a failure by GuardedSink (and as a Redis fault
+        # by pdp.audit.status, in the server process).
+        if isinstance(self._client, redis.Redis) and _pack_command is not None:
+            self._send_packed(self._client, lines, _pack_command)
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            for line in lines:
+                pipe.execute_command(*self._xadd(line))
+            pipe.execute()
 
     def _xadd(self, line: bytes) -> tuple[bytes, ...]:
         return (b"XADD", self._stream, b"MAXLEN", b"~", self._maxlen, b"*", b"record", line)
@@ -202,12 +202,10 @@ class RedisStreamSink:
 
 
 class GuardedSink:
-    """A sink that never raises: it counts, logs state changes and backs off."""
+    """A sink that never raises: it counts and backs off."""
 
-    def __init__(self, sink: Sink, retry_s: float = 1.0,
-                 on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, sink: Sink, retry_s: float = 1.0) -> None:
         self.sink = sink
-        self._on_change = on_change
         self.name = sink.name
         self.written = Tally()
         self.lost = Tally()
@@ -216,7 +214,6 @@ class GuardedSink:
         self._retry_s = retry_s
         self._retry_at = 0.0
         self._failing = False
-        metrics.audit_sink_up(self.name, True)
 
     @property
     def healthy(self) -> bool:
@@ -225,44 +222,27 @@ class GuardedSink:
     def write(self, lines: Sequence[bytes]) -> None:
         now = time.monotonic()
         if self._failing and now < self._retry_at:
-            self._lose(len(lines))
+            self.lost.add(len(lines))
             return
         try:
             self.sink.write(lines)
         except Exception as exc:  # any sink error is contained here, never raised to a Check
-            self._fail(exc, now)
-            self._lose(len(lines))
+            self.failures.add()
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._retry_at = now + self._retry_s
+            self._failing = True
+            self.lost.add(len(lines))
             return
         self.written.add(len(lines))
-        metrics.audit_sink_result(self.name, len(lines), 0)
-        if self._failing:
-            self._failing = False
-            metrics.audit_sink_up(self.name, True)
-            log.warning("audit sink %s recovered; %d record(s) lost so far",
-                        self.name, self.lost.value)
-            if self._on_change is not None:
-                self._on_change()
+        self._failing = False
 
-    def _fail(self, exc: Exception, now: float) -> None:
-        self.failures.add()
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        self._retry_at = now + self._retry_s
-        if not self._failing:
-            self._failing = True
-            metrics.audit_sink_up(self.name, False)
-            log.warning("audit sink %s failing: %s", self.name, self.last_error)
-            if self._on_change is not None:
-                self._on_change()
-
-    def _lose(self, count: int) -> None:
-        self.lost.add(count)
-        metrics.audit_sink_result(self.name, 0, count)
-
-    def close(self) -> None:
+    def close(self) -> str | None:
+        """Close the sink; the error, if it did not close cleanly."""
         try:
             self.sink.close()
         except Exception as exc:  # closing a broken sink must not stop shutdown
-            log.warning("audit sink %s did not close cleanly: %s", self.name, exc)
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def status(self) -> dict[str, object]:
         return {
