@@ -17,7 +17,9 @@ from audit_support import (
     git_policy_dir,
     hammer,
     meta,
+    wait_until,
 )
+from conftest import RedisServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from pdp import metrics
@@ -179,3 +181,36 @@ def test_workers_metrics_are_served_summed_by_the_supervisor() -> None:
     assert value(samples, "pdp_policy_info", version="old", **{**policy, "kind": "dir",
                                                                "commit": ""}) == 0
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def test_the_writer_process_counts_reach_this_process_metrics(
+    server: metrics.MetricsServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    folder = tmp_path / "policies"
+    git_policy_dir(folder)
+    log_file = tmp_path / "audit.jsonl"
+    file_sink = f"file:{log_file}"
+    redis_server.stop()  # the stream sink fails from the start
+    audit = AuditLog(AuditSettings(file=str(log_file), redis_url=redis_server.url))
+    assert audit.status()["writer"] == "process"
+    service = audited_service(folder, audit)
+    before = scrape(server)
+    for _ in range(30):
+        service.check(bob_reads(), meta())
+    wait_until(lambda: audit.status()["sinks"][file_sink]["written"] == 30)  # before close
+    during = scrape(server)
+    audit.close()
+    after = scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert value(during, "pdp_audit_records_total", sink=file_sink, result="written") == 30
+    assert value(during, "pdp_audit_sink_up", sink=file_sink) == 1
+    assert value(during, "pdp_audit_sink_up", sink="redis") == 0
+    assert delta("pdp_audit_records_total", sink=file_sink, result="written") == 30
+    assert delta("pdp_audit_records_total", sink="redis", result="failed") == 30
+    status = audit.status()["sinks"]["redis"]
+    assert status["lost"] == 30 and "ConnectionError" in status["last_error"]
+    assert delta("pdp_redis_faults_total", component="audit") == status["failures"] >= 1
+    assert not audit.healthy

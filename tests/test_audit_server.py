@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import redis
 from audit_support import EMAIL, TOKEN, read_records, wait_until
 from conftest import RedisServer, free_port
@@ -67,6 +68,7 @@ def test_checks_are_audited_and_counted(tmp_path: Path, redis_server: RedisServe
     with running_server(config, identity=identity) as server:
         observed = server.observability
         assert observed is not None and observed.metrics_server is not None
+        assert observed.audit is not None and observed.audit.status()["writer"] == "process"
         before = scrape(observed.metrics_server.port)
         channel, decisions = stub(server.port)
         allowed = decisions.Check(
@@ -138,12 +140,14 @@ def test_health_and_admin_info_follow_a_failing_sink(
         channel.close()
 
 
-def test_pdp_serve_options_and_drain_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_pdp_serve_options_and_drain_on_sigterm(tmp_path: Path, writer: str) -> None:
     folder = write_policies(tmp_path / "p")
     log_file = tmp_path / "audit.jsonl"
     metrics_port = free_port()
     with PdpProcess(["--policies", str(folder), "--listen", "127.0.0.1:0",
                      "--audit-file", str(log_file), "--audit-flush-interval-s", "5",
+                     "--audit-writer", writer,
                      "--metrics", f"127.0.0.1:{metrics_port}"]) as pdp:
         port = pdp.port
         pdp.msg("policy loaded")
@@ -160,6 +164,7 @@ def test_pdp_serve_refuses_unusable_audit_settings(tmp_path: Path) -> None:
     folder = write_policies(tmp_path / "p")
     for flags, message in (
         (["--audit-when-full", "wait"], "audit.when_full"),
+        (["--audit-writer", "fork"], "audit.writer"),
         (["--audit-sensitive", "email"], "audit.sensitive"),
         (["--metrics", "9464"], "metrics.listen"),
     ):

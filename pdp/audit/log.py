@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 class Writer(Protocol):
     def write(self, batch: Sequence[Flat]) -> None: ...
     def policy_loaded(self, version: str, source: Mapping[str, Any]) -> None: ...
+    def info(self) -> dict[str, Any]: ...
     def close(self, timeout_s: float) -> None: ...
 
 
@@ -99,6 +100,7 @@ class AuditLog:
         return {
             "healthy": self.healthy,
             "writer": self.mode,
+            **self._writer.info(),  # writer_pid, in_writer (sent to the process, not handled)
             "queue_depth": self._queue.depth(),
             "queue_size": self.settings.queue_size,
             "when_full": self.settings.when_full,

@@ -173,6 +173,11 @@ class ProcessWriter:
                 del self._sources[next(iter(self._sources))]
             self._child.send(dumps((SOURCE, version, source)))
 
+    def info(self) -> dict[str, Any]:
+        """The child's pid, and the records sent to it that it has not handled yet."""
+        child = self._child
+        return {"writer_pid": child.proc.pid, "in_writer": child.sent - child.handled}
+
     def _follow(self, child: _Child) -> None:
         """The reader thread of one child: its reports, then its end."""
         while True:

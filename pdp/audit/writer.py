@@ -90,6 +90,9 @@ class ThreadWriter:
     def policy_loaded(self, version: str, source: Mapping[str, Any]) -> None:
         self._writer.policy_loaded(version, source)
 
+    def info(self) -> dict[str, Any]:
+        return {"writer_pid": None, "in_writer": 0}
+
     def close(self, timeout_s: float) -> None:
         self._writer.close()
         self._status.update(self._writer.snapshot())

@@ -122,7 +122,10 @@ def run_check(args: argparse.Namespace) -> int:
 def _audit_log(policy: CompiledPolicy, args: argparse.Namespace) -> AuditLog | None:
     if not (args.audit_file or args.audit_redis_url):
         return None
-    audit = AuditLog(AuditSettings(file=args.audit_file, redis_url=args.audit_redis_url))
+    # A thread writer: a one-shot command has no Checks to keep the GIL for, and the
+    # writer process would add about 0.3 s to start and stop.
+    audit = AuditLog(AuditSettings(file=args.audit_file, redis_url=args.audit_redis_url,
+                                   writer="thread"))
     audit.policy_loaded(policy.version, directory_source(args.dir))
     return audit
 
