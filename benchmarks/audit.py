@@ -9,9 +9,11 @@ Two views of the same cost:
   each round's rate against that round's `off` rate. This is the number the
   target is about (< 10% lost to auditing).
 - in process: `DecisionService.check` in a loop on one thread, the queue
-  set to block when full (so nothing is dropped). A worst case: the decision
-  alone costs a few microseconds, so the writer thread's work (record, JSON,
-  sink) shows whole; "µs added per Check" is that cost per record.
+  set to block when full (so nothing is dropped), with the thread writer
+  (`writer = "thread"`). A worst case: the decision alone costs a few
+  microseconds, so the writer's work (record, JSON, sink) shows whole; "µs
+  added per Check" is that cost per record. `pdp serve` does that work in
+  its audit writer process, off the server's GIL.
 
 Every mode records every decision (no sampling); each table shows the
 records written and dropped (over gRPC from the server's PolicyInfo), so a
@@ -93,8 +95,10 @@ def _requests() -> list[Request]:
 def in_process(mode: str, folder: Path, url: str, seconds: float) -> tuple[float, str]:
     settings = _settings(mode, folder, url)
     # Block (up to a second) rather than drop: every record is written, so the rate
-    # shows the writer's whole cost per decision.
-    blocking = dataclasses.replace(settings, when_full="block", block_s=1.0) if settings else None
+    # shows the writer's whole cost per decision (on a thread: the rate is this
+    # process's, not bounded by a writer process running beside it).
+    blocking = (dataclasses.replace(settings, when_full="block", block_s=1.0, writer="thread")
+                if settings else None)
     audit = AuditLog(blocking) if blocking else None
     service = DecisionService(PolicyHolder(load_policy_dir(folder)), audit=audit)
     requests, meta = _requests(), CallMeta("bench", request_id="r")

@@ -46,6 +46,13 @@ def git_policy_dir(folder: Path) -> str:
     return done.stdout.strip()
 
 
+def policy_folder(tmp_path: Path) -> Path:
+    """`tmp_path/policies`, the policy committed in a fresh git repository."""
+    folder = tmp_path / "policies"
+    git_policy_dir(folder)
+    return folder
+
+
 def audited_service(folder: Path, audit: AuditLog) -> DecisionService:
     policy = load_policy_dir(folder)
     audit.policy_loaded(policy.version, directory_source(folder))

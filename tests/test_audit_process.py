@@ -10,14 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import redis
 from audit_support import (
     alice_reads,
     audited_service,
     bob_reads,
-    git_policy_dir,
     meta,
+    policy_folder,
     read_records,
     wait_until,
 )
@@ -25,13 +24,6 @@ from audit_support import (
 from pdp import metrics
 from pdp.audit import AuditLog, AuditSettings
 from pdp.service import DecisionService
-
-
-@pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "policies"
-    git_policy_dir(folder)
-    return folder
 
 
 def dropped(reason: str) -> float:
@@ -77,8 +69,9 @@ class Load:
 
 
 def test_the_writer_is_a_child_process_that_writes_file_and_stream(
-    policy_dir: Path, tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str
 ) -> None:
+    policy_dir = policy_folder(tmp_path)
     log_file = tmp_path / "audit.jsonl"
     audit = AuditLog(AuditSettings(file=str(log_file), redis_url=redis_url))
     status = audit.status()
@@ -94,7 +87,8 @@ def test_the_writer_is_a_child_process_that_writes_file_and_stream(
     assert sinks[f"file:{log_file}"]["written"] == sinks["redis"]["written"] == 20
 
 
-def test_close_drains_everything_into_the_child(policy_dir: Path, tmp_path: Path) -> None:
+def test_close_drains_everything_into_the_child(tmp_path: Path) -> None:
+    policy_dir = policy_folder(tmp_path)
     log_file = tmp_path / "audit.jsonl"
     audit = AuditLog(AuditSettings(file=str(log_file), batch_size=100, flush_interval_s=30))
     service = audited_service(policy_dir, audit)
@@ -107,7 +101,8 @@ def test_close_drains_everything_into_the_child(policy_dir: Path, tmp_path: Path
     assert status["sinks"][f"file:{log_file}"]["written"] == 3000
 
 
-def test_child_killed_under_load(policy_dir: Path, tmp_path: Path) -> None:
+def test_child_killed_under_load(tmp_path: Path) -> None:
+    policy_dir = policy_folder(tmp_path)
     log_file = tmp_path / "audit.jsonl"
     audit = AuditLog(AuditSettings(file=str(log_file)))
     health: list[bool] = []
