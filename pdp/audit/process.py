@@ -111,6 +111,10 @@ class _Child:
                 pass_fds=(child_in, child_out), env=env, stdin=subprocess.DEVNULL,
                 process_group=0,
             )
+        except BaseException:
+            os.close(self_out)
+            os.close(self_in)
+            raise
         finally:
             os.close(child_in)
             os.close(child_out)
@@ -216,11 +220,18 @@ class ProcessWriter:
             return
         log.error("audit writer process died; starting a new one",
                   extra=fields(pid=child.proc.pid, exitcode=child.proc.returncode, lost=lost))
-        if self._closing.wait(max(0.0, self._started_at + RESTART_S - time.monotonic())):
-            return
-        with self._lock:
-            if not self._closing.is_set():
-                self._child = self._start()
+        delay = self._started_at + RESTART_S - time.monotonic()
+        while not self._closing.wait(max(0.0, delay)):
+            with self._lock:
+                if self._closing.is_set():
+                    return
+                try:
+                    self._child = self._start()
+                    return
+                except OSError as exc:  # no process to be had now: try again in a while
+                    log.error("cannot start the audit writer process",
+                              extra=fields(error=str(exc)))
+            delay = RESTART_S
 
     def close(self, timeout_s: float) -> None:
         """Tell the child to finish (the queue is drained already) and wait for it."""
