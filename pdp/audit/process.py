@@ -219,7 +219,8 @@ class ProcessWriter:
         if self._closing.is_set():
             return
         log.error("audit writer process died; starting a new one",
-                  extra=fields(pid=child.proc.pid, exitcode=child.proc.returncode, lost=lost))
+                  extra=fields(writer_pid=child.proc.pid, exitcode=child.proc.returncode,
+                               lost=lost))
         delay = self._started_at + RESTART_S - time.monotonic()
         while not self._closing.wait(max(0.0, delay)):
             with self._lock:
