@@ -79,9 +79,10 @@ def make_config(policy_dir: Path, **sections: dict[str, Any]) -> settings.Config
 def running_server(
     config: settings.Config,
     identity: Any = None,
+    extra_services: dict[str, dict[str, grpc.RpcMethodHandler]] | None = None,
 ) -> Iterator[Server]:
     """The real server in this process, started and loaded."""
-    server = build_server(config, identity=identity)
+    server = build_server(config, identity=identity, extra_services=extra_services)
     server.grpc_server.start()
     server.reloader.reload("test")
     try:

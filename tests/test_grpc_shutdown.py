@@ -17,15 +17,15 @@ from pdp.v1.decision_pb2_grpc import DecisionServiceStub
 SLOW = "/test.Slow/Wait"
 
 
-def slow_handler(entered: threading.Semaphore, release: threading.Event) -> grpc.GenericRpcHandler:
+def slow_service(
+    entered: threading.Semaphore, release: threading.Event,
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     def wait(_request: bytes, _context: grpc.ServicerContext) -> bytes:
         entered.release()
         release.wait(10)
         return b"done"
 
-    return grpc.method_handlers_generic_handler(
-        "test.Slow", {"Wait": grpc.unary_unary_rpc_method_handler(wait)}
-    )
+    return {"test.Slow": {"Wait": grpc.unary_unary_rpc_method_handler(wait)}}
 
 
 def refused_soon(port: int) -> grpc.StatusCode:
@@ -47,7 +47,7 @@ def test_stop_finishes_the_calls_in_flight_and_refuses_new_ones(tmp_path: Path) 
     entered, release = threading.Semaphore(0), threading.Event()
     config = make_config(write_policies(tmp_path / "p"))
     results: list[bytes | str] = []
-    with running_server(config, [slow_handler(entered, release)]) as server:
+    with running_server(config, extra_services=slow_service(entered, release)) as server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         wait = channel.unary_unary(SLOW)
         futures = [wait.future(b"", timeout=20) for _ in range(3)]
