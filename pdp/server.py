@@ -66,7 +66,7 @@ ADMIN_METHODS = frozenset(
 AUDIT_HEALTH = "pdp.audit"
 # NOT_SERVING while the last policy load failed (the previous version still serves).
 POLICY_HEALTH = "pdp.policy"
-_NO_AUDIT_META = CallMeta("grpc")
+_GRPC_META = CallMeta("grpc")
 
 
 class DecisionServicer:
@@ -176,7 +176,7 @@ class DecisionServicer:
 
     def _meta(self, context: grpc.ServicerContext) -> CallMeta:
         if self._service.audit is None:  # nobody reads it: skip the metadata walk
-            return _NO_AUDIT_META
+            return _GRPC_META
         return call_meta(context, self._mtls)
 
 
@@ -205,7 +205,10 @@ def call_meta(context: grpc.ServicerContext, mtls: bool) -> CallMeta:
     Without mTLS no caller has a certificate: the auth context is not asked (it is
     built afresh per call)."""
     request_id = next((v for k, v in context.invocation_metadata() if k == "x-request-id"), None)
-    return CallMeta("grpc", caller=caller_identity(context) if mtls else None, request_id=request_id)
+    caller = caller_identity(context) if mtls else None
+    if request_id is None and caller is None:
+        return _GRPC_META  # shared: nothing of this call's to hold
+    return CallMeta("grpc", caller=caller, request_id=request_id)
 
 
 def _caller_as_subject(msg: Any, context: grpc.ServicerContext) -> Any:
