@@ -27,6 +27,7 @@ RESTART_DELAY_S = 1.0
 # A worker that dies this soon after starting will not do better on a restart
 # (bad TLS file, port taken...): stop them all instead of looping.
 STARTUP_S = 10.0
+SUPERVISOR_POLL_S = 0.5
 
 
 def supervise(config: Config, count: int) -> int:
@@ -73,7 +74,21 @@ def _worker_main(config: Config, index: int) -> None:
     from pdp import server  # imported in the child only
 
     logs.configure(config.log.level, config.log.format)
+    _stop_with_supervisor(os.getppid())
     raise SystemExit(server.run(config, reuse_port=True, pool_worker=True))
+
+
+def _stop_with_supervisor(supervisor: int) -> None:
+    """A worker whose supervisor is gone (SIGKILL, the OOM killer) stops gracefully,
+    rather than serve on unsupervised and keep the port."""
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(SUPERVISOR_POLL_S)
+        log.error("supervisor gone; stopping", extra=fields(supervisor=supervisor))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="pdp-supervisor-watch", daemon=True).start()
 
 
 def _install_signal_handlers(stop: threading.Event, procs: list[BaseProcess]) -> None:

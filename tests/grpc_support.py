@@ -170,6 +170,10 @@ class PdpProcess:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:  # a test that ended early: stop it (and its workers)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

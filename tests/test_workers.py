@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 from conftest import free_port
@@ -83,3 +84,28 @@ def test_a_reload_rpc_reaches_every_worker(tmp_path: Path) -> None:
                 assert client.check("user:a", "list", "folder:x").allowed
         assert versions == {reply.info.version}
         assert server.stop() == 0
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    folder = write_policies(tmp_path / "p")
+    args = ["--policies", str(folder), "--listen", f"127.0.0.1:{free_port()}", "--workers", "2",
+            "--policy-watch", "false"]
+    with PdpProcess(args) as server:
+        worker_pids = {e["pid"] for e in server.msg("policy loaded", count=2)}
+        server.proc.kill()  # no chance to stop its workers
+        server.proc.wait()
+        server.wait_log(lambda e: e["msg"] == "stopped", count=2)
+    assert {e["pid"] for e in server.logs if e["msg"] == "supervisor gone; stopping"} == worker_pids
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in worker_pids):
+        assert time.monotonic() < deadline, "workers still running"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie left for init to reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
