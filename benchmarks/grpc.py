@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grpc-seconds", type=float, default=None,
                        help="seconds per measurement (default 1; 0.5 with --quick)")
     group.add_argument("--grpc-rounds", type=int, default=None,
-                       help="alternating floor/Check rounds per server (default 5; 3 with --quick)")
+                       help="alternating floor/Check rounds per server (default 9; 3 with --quick)")
     group.add_argument("--grpc-no-cerbos", action="store_true",
                        help="skip Cerbos (no npm, or not linux x86_64)")
 
@@ -514,7 +514,7 @@ def head_to_head(pdp: str, cerbos: str | None, label: str, bodies: Bodies, secon
 
 def run(args: argparse.Namespace) -> list[str]:
     seconds = args.grpc_seconds or (0.5 if args.quick else 1.0)
-    rounds = args.grpc_rounds or (3 if args.quick else 5)
+    rounds = args.grpc_rounds or (3 if args.quick else 9)
     notes: list[str] = []
     with_cerbos = not args.grpc_no_cerbos and _cerbos_runs_here(notes)
     scenario = cases(CASES)
