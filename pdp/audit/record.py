@@ -2,12 +2,17 @@
 
 Two steps, so that the expensive one can leave the server process:
 
-- `flatten` (on the server's writer thread) turns a `Pending` (references
-  to the request, outcome and call metadata) into a `Flat` tuple of
-  primitives: strings, floats, bools, None, tuples and frozensets; the
-  attribute mappings only when attributes are written. A batch of them
-  pickles in one C call, and the strings decisions share (policy version,
-  reason texts, front end) pickle once per batch.
+- `flatten` (on the request's thread, about 1 µs) turns the request,
+  outcome and call metadata into a `Flat` tuple of primitives: strings,
+  floats, bools, None, tuples and frozensets; the attribute mappings only
+  when attributes are written. A batch of them pickles in one C call, and
+  the strings decisions share (policy version, reason texts, front end)
+  pickle once per batch. Not on the writer thread: Python code there,
+  however short, contends for the GIL with gRPC's threads (a thread that
+  gave up the GIL for I/O may wait out the 5 ms switch interval to get it
+  back), while a request thread flattening its own record holds the GIL
+  anyway, and the writer thread is left with one C call (pickle) and a
+  pipe write per batch.
 - `build_record` (in the audit writer process, or on the writer thread in
   thread mode) turns a `Flat` into the record: redaction, roles, reasons.
   It is the one place that builds a record.
@@ -35,12 +40,12 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from pdp.audit.redact import Redactor, scrub
 
 if TYPE_CHECKING:
-    from pdp.model import Request
+    from pdp.model import Reason, Request
     from pdp.service import CallMeta, Outcome
 
 # (rule, effect, text, file, line)
@@ -58,30 +63,26 @@ Flat = tuple[
 ]
 
 
-class Pending(NamedTuple):
-    """What the decision path hands to the queue: references only, no formatting
-    (a tuple, as it is built once per decision)."""
-
-    at: float  # time.time() when recorded
-    request: Request
-    outcome: Outcome
-    meta: CallMeta
-
-
-def flatten(item: Pending, attributes: bool) -> Flat:
-    """The primitives a record is built from (on the server's writer thread)."""
-    request, outcome, meta = item.request, item.outcome, item.meta
+def flatten(at: float, request: Request, outcome: Outcome, meta: CallMeta, attributes: bool) -> Flat:
+    """The plain values a record is built from, taken on the request's thread (see the
+    module docstring for why there and not on the writer thread)."""
     decision = outcome.decision
     return (
-        item.at, outcome.decision_id, meta.request_id, meta.frontend, meta.caller,
+        at, outcome.decision_id, meta.request_id, meta.frontend, meta.caller,
         decision.policy_version, decision.allowed, outcome.cached, outcome.latency_s,
         request.subject_type, request.subject_id, request.action,
         request.resource_type, request.resource_id,
         decision.roles, request.roles,
-        tuple([(r.rule, r.effect.value, r.text, r.file, r.line) for r in decision.reasons]),
+        _flat_reasons(decision.reasons),
         (request.subject_properties, request.action_properties, request.resource_properties,
          request.context) if attributes else None,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _flat_reasons(reasons: tuple[Reason, ...]) -> tuple[FlatReason, ...]:
+    # A few rules make most decisions (and a cached decision repeats its reasons).
+    return tuple([(r.rule, r.effect.value, r.text, r.file, r.line) for r in reasons])
 
 
 def policy_version(flat: Flat) -> str:
