@@ -171,9 +171,5 @@ class PdpProcess:
 
     def __exit__(self, *_exc: object) -> None:
         if self.proc.poll() is None:  # a test that ended early: stop it (and its workers)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # killed by then
+                self.stop(timeout=10)
