@@ -84,7 +84,7 @@ class DecisionServicer:
         self._mtls = files is not None and files.mtls
 
     def Check(self, data: bytes, context: grpc.ServicerContext) -> bytes:
-        """Wire bytes in and out (see `decision_handler`): a request seen before is
+        """Wire bytes in and out (see `decision_handlers`): a request seen before is
         not decoded again, and the response is laid out from kept bytes."""
         try:
             req = self._memo.get(data) or self._decode(data, context)
