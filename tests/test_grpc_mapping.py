@@ -54,3 +54,20 @@ def test_request_memo_keeps_small_requests_and_empties_when_full() -> None:
     assert memo.get(b"a") is req and memo.get(b"b") is req
     memo.keep(b"c", req)  # full: emptied, then kept
     assert memo.get(b"a") is None and memo.get(b"c") is req
+
+
+def test_the_servicer_keeps_requests_without_a_token_only(tmp_path: Path) -> None:
+    from pdp import config as settings
+    from pdp.client import make_request
+    from pdp.server import DecisionServicer, build_service
+    from pdp.service import PolicyHolder
+
+    config = settings.Config()
+    servicer = DecisionServicer(
+        build_service(config, PolicyHolder(load(tmp_path, {"p.policy": POLICY}))), config)
+    plain = make_request("user:al", "read", "document:a").SerializeToString()
+    with_token = make_request("user:al", "read", "document:a", token="t.t.t").SerializeToString()
+    for data in (plain, with_token):
+        pb.CheckResponse.FromString(servicer.Check(data, None))  # type: ignore[arg-type]
+    assert servicer._memo.get(plain) is not None
+    assert servicer._memo.get(with_token) is None
