@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -229,13 +230,17 @@ def grpc_samples(folder: Path, url: str, seconds: float, rounds: int) -> dict[st
     luck (where the scheduler puts its threads, its memory layout) moved
     throughput by up to 15% between identical servers here, so no mode keeps
     one server's luck, and a slow spell of the machine hits a round's modes alike.
-    Each round gives one paired ratio per mode."""
+    The order changes every round: in one run the server started and measured
+    first was the slowest in all 5 rounds. Each round gives one paired ratio per mode."""
     bodies = [msg.SerializeToString() for msg in _check_requests()]
     served = {mode: Served() for mode in MODES}
+    shuffle = random.Random(7).shuffle  # seeded: the same orders on every run
     for _ in range(rounds):
+        order = list(MODES)
+        shuffle(order)  # started and measured in a new order each round (position effects)
         with contextlib.ExitStack() as stack:
             servers = {mode: stack.enter_context(pdp_server(folder, _audit_flags(mode, folder, url)))
-                       for mode in MODES}
+                       for mode in order}
             for target, _ in servers.values():  # warm up
                 asyncio.run(_closed_loop(target, bodies, min(0.5, seconds), IN_FLIGHT))
             for mode, (target, pid) in servers.items():
