@@ -352,12 +352,19 @@ def test_a_jwks_file_checked_once_a_second(tmp_path: Path, k1: SigningKey) -> No
 
 
 class _JwksHandler(http.server.BaseHTTPRequestHandler):
+    """A JWKS endpoint whose answer a test changes: body, status, or no answer at all."""
+
     body = b"{}"
+    status = 200
+    hanging = False  # hold each request until the test ends: an IdP that never answers
+    release = threading.Event()
     fetches = 0
 
     def do_GET(self) -> None:
         type(self).fetches += 1
-        self.send_response(200)
+        if self.hanging:
+            self.release.wait(120)
+        self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(self.body)
@@ -367,57 +374,159 @@ class _JwksHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def jwks_server() -> Iterator[tuple[str, type[_JwksHandler]]]:
-    handler = type("Handler", (_JwksHandler,), {})
+def jwks_server(k1: SigningKey) -> Iterator[tuple[str, type[_JwksHandler]]]:
+    """Serves a JWKS holding k1 until the test changes it."""
+    handler = type("Handler", (_JwksHandler,), {"body": jwks(k1).encode(),
+                                                 "release": threading.Event()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", handler
+    handler.release.set()
     server.shutdown()
     server.server_close()
 
 
-def test_jwks_url_is_cached_and_refetched_on_unknown_kid(
+def url_verifier(url: str, **kw: Any) -> TokenVerifier:
+    """No token cache, so every verify asks the key source."""
+    return TokenVerifier(IdentityConfig(cache_size=0, issuers=(
+        IssuerConfig(ISSUER, (AUDIENCE,), jwks_url=url, **kw),)))
+
+
+def wait_until(check: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not within {timeout} s"
+        time.sleep(0.05)
+
+
+def verify_in_thread(verifier: TokenVerifier, token: str, within: float) -> object:
+    """The verdict, failing if it took longer than `within` (a generous 'did not block')."""
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(verifier.verify(token)), daemon=True)
+    thread.start()
+    thread.join(within)
+    assert not thread.is_alive(), "verify waited for the JWKS endpoint"
+    return result[0]
+
+
+def test_jwks_url_is_fetched_at_start_and_cached_not_fetched_per_token(
     jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
 ) -> None:
     url, handler = jwks_server
-    handler.body = jwks(k1).encode()
-
-    def verifier(cooldown: float) -> TokenVerifier:
-        return TokenVerifier(IdentityConfig(cache_size=0, issuers=(IssuerConfig(
-            ISSUER, (AUDIENCE,), jwks_url=url, jwks_refresh_cooldown=cooldown),)))
-
-    fresh = verifier(cooldown=0)
+    verifier = url_verifier(url)
+    assert handler.fetches == 1  # at construction, not on the first request
     for _ in range(3):
-        assert isinstance(fresh.verify(k1.sign(claims())), TokenIdentity)
-    assert handler.fetches == 1  # cached, not fetched per token
+        assert isinstance(verifier.verify(k1.sign(claims())), TokenIdentity)
+    assert handler.fetches == 1
+
+
+def test_jwks_url_unknown_kid_refetches_once_then_verifies(
+    jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
+) -> None:
+    url, handler = jwks_server
+    verifier = url_verifier(url, jwks_refresh_cooldown=0)
     k3 = ec_key("k3")
-    handler.body = jwks(k1, k3).encode()
-    assert isinstance(fresh.verify(k3.sign(claims())), TokenIdentity)  # unknown kid: refetch
+    handler.body = jwks(k1, k3).encode()  # rotation: k3 published
+    assert isinstance(verifier.verify(k3.sign(claims())), TokenIdentity)  # on its first token
+    assert handler.fetches == 2
+    assert isinstance(verifier.verify(k3.sign(claims())), TokenIdentity)
     assert handler.fetches == 2
 
-    limited = verifier(cooldown=3600)
-    assert isinstance(limited.verify(k1.sign(claims())), TokenIdentity)
-    fetched = handler.fetches
+
+def test_jwks_url_concurrent_unknown_kids_share_one_fetch(
+    jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
+) -> None:
+    url, handler = jwks_server
+    verifier = url_verifier(url, jwks_refresh_cooldown=0)
+    k3 = ec_key("k3")
+    handler.body = jwks(k1, k3).encode()
+    tokens = [k3.sign(claims()) for _ in range(8)]
+    start = threading.Barrier(len(tokens))
+    results: list[object] = []
+
+    def verify(token: str) -> None:
+        start.wait()
+        results.append(verifier.verify(token))
+
+    threads = [threading.Thread(target=verify, args=(t,)) for t in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert all(isinstance(r, TokenIdentity) for r in results) and len(results) == len(tokens)
+    assert handler.fetches == 2
+
+
+def test_jwks_url_cooldown_stops_unknown_kids_refetching(
+    jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
+) -> None:
+    url, handler = jwks_server
+    verifier = url_verifier(url, jwks_refresh_cooldown=3600)
     for kid in ("x1", "x2", "x3"):
-        limited.verify(rsa_key(kid).sign(claims()))
-    assert handler.fetches == fetched  # unknown kids do not hammer the issuer
+        assert verifier.verify(rsa_key(kid).sign(claims())) is Rejection.UNKNOWN_KEY
+    assert handler.fetches == 1  # made-up kids do not hammer the issuer
+    assert isinstance(verifier.verify(k1.sign(claims())), TokenIdentity)
 
 
-def test_jwks_url_unreachable_is_unknown_key(k1: SigningKey) -> None:
+def test_jwks_url_idp_down_keeps_the_last_good_keys_and_retries(
+    jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, handler = jwks_server
+    caplog.set_level(logging.INFO, logger="pdp.identity.keys")
+    verifier = url_verifier(url, jwks_lifespan=0.01, jwks_refresh_cooldown=0)
+    handler.status, handler.body = 500, b"down"
+    wait_until(lambda: handler.fetches >= 4, "the refresher retrying")
+    assert isinstance(verifier.verify(k1.sign(claims())), TokenIdentity)  # stale but good
+    failing = [r for r in caplog.records if "not fetched" in r.getMessage()]
+    assert len(failing) == 1, "logged once per state change, not per attempt"
+
+    k3 = ec_key("k3")
+    handler.status, handler.body = 200, jwks(k3).encode()  # back, with k1 retired
+    token = k1.sign(claims())
+    wait_until(lambda: verifier.verify(token) is Rejection.UNKNOWN_KEY, "k1 retired")
+    assert isinstance(verifier.verify(k3.sign(claims())), TokenIdentity)
+
+
+def test_jwks_url_hanging_idp_does_not_hold_requests(
+    jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
+) -> None:
+    url, handler = jwks_server
+    verifier = url_verifier(url, jwks_lifespan=0.01, jwks_timeout=60)
+    handler.hanging = True
+    wait_until(lambda: handler.fetches >= 2, "the background refetch")  # now stuck in it
+    assert isinstance(verify_in_thread(verifier, k1.sign(claims()), within=10), TokenIdentity)
+    unknown = rsa_key("x1").sign(claims())
+    assert verify_in_thread(verifier, unknown, within=10) is Rejection.UNKNOWN_KEY  # cooldown
+
+
+def test_jwks_url_refresher_ends_with_its_verifier(
+    jwks_server: tuple[str, type[_JwksHandler]]
+) -> None:
+    def refreshers() -> int:
+        return sum(t.name == "pdp-jwks" for t in threading.enumerate())
+
+    url, _ = jwks_server
+    before = refreshers()
+    verifier = url_verifier(url)
+    assert refreshers() == before + 1
+    del verifier  # a reloaded configuration drops its key sources
+    wait_until(lambda: refreshers() == before, "the refresher thread ending")
+
+
+def test_jwks_url_unreachable_at_start_is_unknown_key(k1: SigningKey) -> None:
     url = f"http://127.0.0.1:{free_port()}/jwks.json"
-    verifier = TokenVerifier(IdentityConfig(issuers=(
-        IssuerConfig(ISSUER, (AUDIENCE,), jwks_url=url, jwks_timeout=1),)))
+    verifier = url_verifier(url, jwks_timeout=1)
     assert verifier.verify(k1.sign(claims())) is Rejection.UNKNOWN_KEY
 
 
-def test_jwks_url_serving_garbage_is_unknown_key(
+def test_jwks_url_serving_garbage_at_start_is_unknown_key(
     jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
 ) -> None:
     url, handler = jwks_server
     handler.body = b"<html>not a key set</html>"
-    verifier = TokenVerifier(IdentityConfig(issuers=(
-        IssuerConfig(ISSUER, (AUDIENCE,), jwks_url=url),)))
+    verifier = url_verifier(url)
     assert verifier.verify(k1.sign(claims())) is Rejection.UNKNOWN_KEY
 
 
