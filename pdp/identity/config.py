@@ -60,7 +60,7 @@ class IssuerConfig:
     properties: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     required_claims: tuple[str, ...] = ("exp",)
     reload_interval: float = 1.0  # seconds between checks of a key file's mtime
-    jwks_lifespan: float = 300.0  # seconds a fetched JWKS is trusted before a refetch
+    jwks_lifespan: float = 300.0  # seconds between background refetches (the last good set serves meanwhile)
     jwks_refresh_cooldown: float = 30.0  # minimum seconds between unknown-kid refetches
     jwks_timeout: float = 5.0
 
