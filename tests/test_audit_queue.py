@@ -62,6 +62,20 @@ def test_block_waits_for_room_when_the_writer_keeps_up(policy_dir: Path) -> None
     assert len(sink.lines) == 400
 
 
+def test_a_full_batch_is_written_without_waiting_for_the_interval(policy_dir: Path) -> None:
+    sink = GatedSink()
+    audit = AuditLog(AuditSettings(batch_size=10, flush_interval_s=3600), sinks=[sink])
+    service = audited_service(policy_dir, audit)
+    for _ in range(9):
+        service.check(bob_reads(), meta())
+    assert not sink.entered.wait(0.5)  # less than a batch: it waits for the interval
+    service.check(bob_reads(), meta())
+    assert sink.entered.wait(10)  # the tenth record makes a batch: written now
+    sink.gate.set()
+    audit.close()
+    assert len(sink.lines) == 10
+
+
 def test_close_drains_everything_queued(policy_dir: Path) -> None:
     sink = GatedSink()
     audit = AuditLog(AuditSettings(queue_size=10_000, batch_size=100), sinks=[sink])

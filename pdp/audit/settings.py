@@ -40,10 +40,11 @@ class AuditSettings:
     # Where records are built and written (pdp.audit.process): a child process
     # (no GIL shared with Checks), or the server's own writer thread.
     writer: str = _setting("process", "build and write records in a child process or on a thread")
-    # The queue between the decision path and the writer thread.
-    queue_size: int = _setting(10_000, "audit records waiting for the writer, at most")
-    batch_size: int = _setting(500, "audit records written per batch")
-    flush_interval_s: float = _setting(0.1, "the writer looks for records this often (seconds)")
+    # The queue between the decision path and the writer thread: few, large batches
+    # (pdp.audit.queue says why); records reach the sinks within about a second.
+    queue_size: int = _setting(50_000, "audit records waiting for the writer, at most")
+    batch_size: int = _setting(5_000, "audit records per batch; a full batch wakes the writer")
+    flush_interval_s: float = _setting(1.0, "the writer looks for records this often (seconds)")
     when_full: str = _setting(
         "drop", "queue full: drop (count and drop at once) or block (wait up to block_s, then drop)"
     )
