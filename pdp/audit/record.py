@@ -101,9 +101,20 @@ def rfc3339(at: float) -> str:
     return f"{_second(second)}.{int((at - second) * 1e6):06d}Z"
 
 
+@functools.lru_cache(maxsize=8192)
+def _scrubbed(text: str) -> str:
+    # Types, ids and request ids repeat from record to record; the regex need not.
+    return scrub(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _roles(decision_roles: frozenset[str], request_roles: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(decision_roles | request_roles))
+
+
 def _entity(redactor: Redactor, root: str, type_: str, id_: str) -> dict[str, Any]:
     if not redactor.hides_identity:
-        return {"type": scrub(type_), "id": scrub(id_)}
+        return {"type": _scrubbed(type_), "id": _scrubbed(id_)}
     entity: dict[str, Any] = {}
     for field, value in (("type", type_), ("id", id_)):
         kept = redactor.identity(root, field, value)
@@ -113,7 +124,7 @@ def _entity(redactor: Redactor, root: str, type_: str, id_: str) -> dict[str, An
 
 
 def _optional(text: str | None) -> str | None:
-    return None if text is None else scrub(text)
+    return None if text is None else _scrubbed(text)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -130,7 +141,7 @@ def build_record(flat: Flat, source: Mapping[str, Any] | None, redactor: Redacto
      subject_type, subject_id, action_name, resource_type, resource_id,
      decision_roles, request_roles, reasons, properties) = flat
     subject = _entity(redactor, "subject", subject_type, subject_id)
-    subject["roles"] = sorted(decision_roles | request_roles)
+    subject["roles"] = _roles(decision_roles, request_roles)
     action: dict[str, Any] = {"name": action_name}
     resource = _entity(redactor, "resource", resource_type, resource_id)
     record: dict[str, Any] = {
