@@ -421,13 +421,21 @@ def test_jwks_url_is_fetched_at_start_and_cached_not_fetched_per_token(
     assert handler.fetches == 1
 
 
-def test_jwks_url_unknown_kid_refetches_once_then_verifies(
-    jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
-) -> None:
+def rotated_in(jwks_server: tuple[str, type[_JwksHandler]],
+               k1: SigningKey) -> tuple[TokenVerifier, SigningKey]:
+    """A verifier that fetched {k1}, then the issuer publishing k3 beside it."""
     url, handler = jwks_server
     verifier = url_verifier(url, jwks_refresh_cooldown=0)
     k3 = ec_key("k3")
-    handler.body = jwks(k1, k3).encode()  # rotation: k3 published
+    handler.body = jwks(k1, k3).encode()
+    return verifier, k3
+
+
+def test_jwks_url_unknown_kid_refetches_once_then_verifies(
+    jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
+) -> None:
+    handler = jwks_server[1]
+    verifier, k3 = rotated_in(jwks_server, k1)
     assert isinstance(verifier.verify(k3.sign(claims())), TokenIdentity)  # on its first token
     assert handler.fetches == 2
     assert isinstance(verifier.verify(k3.sign(claims())), TokenIdentity)
@@ -437,10 +445,8 @@ def test_jwks_url_unknown_kid_refetches_once_then_verifies(
 def test_jwks_url_concurrent_unknown_kids_share_one_fetch(
     jwks_server: tuple[str, type[_JwksHandler]], k1: SigningKey
 ) -> None:
-    url, handler = jwks_server
-    verifier = url_verifier(url, jwks_refresh_cooldown=0)
-    k3 = ec_key("k3")
-    handler.body = jwks(k1, k3).encode()
+    handler = jwks_server[1]
+    verifier, k3 = rotated_in(jwks_server, k1)
     tokens = [k3.sign(claims()) for _ in range(8)]
     start = threading.Barrier(len(tokens))
     results: list[object] = []
