@@ -4,19 +4,27 @@ The thread runs its own event loop, so the decision path (policy holder,
 cache, audit) is the very one the gRPC servicers use. With `--workers N`
 every worker binds the same port with SO_REUSEPORT, as gRPC does, and the
 kernel spreads connections across them. With the server's TLS files set,
-HTTPS is served (mTLS when a client CA is set); the files are read at start,
-not followed on rotation as the gRPC credentials are. Under mTLS the client
-certificate's identity (SPIFFE ID, else CN) is the caller in the audit record.
+HTTPS is served (mTLS when a client CA is set) and follows the files as they
+rotate, as the gRPC credentials do: a task on the server's event loop looks at
+them about once a second and loads a changed, valid pair into the serving
+SSLContext (new handshakes get it, open connections keep theirs). A client CA
+bundle that changed is added to the trusted CAs: OpenSSL only adds, so a CA
+removed from the file stays trusted over HTTPS until restart. Under mTLS the
+client certificate's identity (SPIFFE ID, else CN) is the caller in the audit
+record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -25,11 +33,14 @@ from pdp.authzen_http import CALLER_STATE, create_app
 from pdp.config import Config
 from pdp.identity.callers import identity_from_certificate
 from pdp.identity.resolver import IdentityResolver
+from pdp.identity.serving import tls_files
+from pdp.identity.tls import TlsFiles, TlsMaterial, TlsWatch
 from pdp.service import DecisionService
 
 log = logging.getLogger("pdp.http")
 
 START_TIMEOUT_S = 10.0
+TLS_CHECK_INTERVAL_S = 1.0
 
 
 def bind(listen: str, reuse_port: bool) -> socket.socket:
@@ -66,6 +77,74 @@ class MtlsCallerProtocol(HttpToolsProtocol):
             self.scope["state"][CALLER_STATE] = self._caller
 
 
+class TlsReloader:
+    """Loads rotated TLS files into the serving SSLContext. It runs on the server's
+    event loop, the one doing the handshakes, so the context never changes under one."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self._watch = TlsWatch(files)
+
+    async def run(self, context: ssl.SSLContext) -> None:
+        while True:
+            await asyncio.sleep(TLS_CHECK_INTERVAL_S)
+            try:
+                self.reload(context)
+            except Exception:  # keep watching: the next rotation may load
+                log.exception("TLS reload failed")
+
+    def reload(self, context: ssl.SSLContext) -> None:
+        old = self._watch.material
+        new = self._watch.changed()
+        if new is None:
+            return
+        pair = (new.cert, new.key) != (old.cert, old.key)
+        ca = new.client_ca is not None and new.client_ca != old.client_ca
+        if not (pair or ca):
+            return
+        try:
+            if pair:
+                _load_pair(context, new)
+            if ca and new.client_ca is not None:
+                context.load_verify_locations(cadata=new.client_ca.decode("latin-1"))
+        except OSError as exc:  # ssl.SSLError included; OpenSSL may refuse what passed the checks
+            log.error("TLS files not loaded for HTTPS, keeping the previous pair: %s", exc)
+            _load_pair(context, old)
+            return
+        log.info("TLS certificate reloaded from %s", self._watch.files.cert)
+
+
+def _load_pair(context: ssl.SSLContext, material: TlsMaterial) -> None:
+    """load_cert_chain reads paths only: hand it the very bytes that were checked
+    (not the files again, which may be mid-rotation), from a private directory."""
+    with tempfile.TemporaryDirectory(prefix="pdp-tls-") as folder:  # mode 0700
+        cert, key = Path(folder, "cert.pem"), Path(folder, "key.pem")
+        cert.write_bytes(material.cert)
+        key.write_bytes(material.key)
+        context.load_cert_chain(cert, key)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, plus the TLS reload task on its event loop while it serves."""
+
+    def __init__(self, config: uvicorn.Config, tls: TlsReloader | None) -> None:
+        super().__init__(config)
+        self._tls = tls
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._tls is None:
+            return await super().serve(sockets)
+        if not self.config.loaded:
+            self.config.load()  # builds the SSLContext the reload task loads into
+        assert self.config.ssl is not None
+        task = asyncio.create_task(self._tls.run(self.config.ssl), name="pdp-http-tls")
+        try:
+            await super().serve(sockets)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 class HttpServer:
     """One uvicorn server on a bound socket, in a daemon thread."""
 
@@ -76,20 +155,21 @@ class HttpServer:
         listen = config.http.listen
         if listen is None:
             raise ValueError("http.listen is not set")
+        tls = tls_files(config.server.tls) if config.http.tls else None
+        mtls = tls is not None and tls.mtls
+        reloader = TlsReloader(tls) if tls else None  # TlsConfigError before binding
         self.socket = bind(listen, reuse_port)
         self.port: int = self.socket.getsockname()[1]
-        tls = config.server.tls if config.http.tls and config.server.tls.cert_file else None
-        mtls = tls is not None and tls.client_ca_file is not None
-        self._uvicorn = uvicorn.Server(uvicorn.Config(
+        self._uvicorn = _Uvicorn(uvicorn.Config(
             create_app(service, config, identity),
             log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=max(1, int(config.server.grace_seconds)),
-            ssl_certfile=tls.cert_file if tls else None,
-            ssl_keyfile=tls.key_file if tls else None,
-            ssl_ca_certs=tls.client_ca_file if tls else None,
+            ssl_certfile=tls.cert if tls else None,
+            ssl_keyfile=tls.key if tls else None,
+            ssl_ca_certs=str(tls.client_ca) if tls and tls.client_ca else None,
             ssl_cert_reqs=ssl.CERT_REQUIRED if mtls else ssl.CERT_NONE,
             http=MtlsCallerProtocol if mtls else "auto",
-        ))
+        ), reloader)
         self._thread = threading.Thread(target=self._serve, name="pdp-http", daemon=True)
 
     @property

@@ -460,7 +460,7 @@ def run(
     ))
     try:
         http = _start_http(config, server, reuse_port)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, TlsConfigError) as exc:
         log.error("cannot listen", extra=fields(http=config.http.listen, error=str(exc)))
         server.stop(0)
         return 1

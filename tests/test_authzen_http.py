@@ -1,19 +1,24 @@
 """The AuthZEN HTTP API (pdp/authzen_http.py) served for real by uvicorn beside
 the gRPC server: payload errors, batch semantics, metadata, search 501,
-X-Request-ID, bearer-token and mTLS protection, the shared audit path."""
+X-Request-ID, bearer-token and mTLS protection, TLS files followed as they rotate,
+the shared audit path."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
+import os
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from gateway_support import (
     BETH,
     GATEWAY_POLICIES,
@@ -26,7 +31,7 @@ from gateway_support import (
     token,
 )
 from grpc_support import PdpProcess, make_config, running_server
-from identity_certs import CertificateAuthority
+from identity_certs import CertificateAuthority, Issued
 
 from pdp.config import Config
 from pdp.http_server import HttpServer
@@ -268,6 +273,119 @@ def _https_post(port: int, context: ssl.SSLContext, payload: Any) -> int:
         return resp.status
     finally:
         conn.close()
+
+
+def _served_serial(port: int) -> int:
+    """The serial of the certificate a new TLS connection is served."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only reading the certificate
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw) as conn:
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def _wait_for_serial(port: int, serial: int) -> None:
+    deadline = time.monotonic() + 10
+    while _served_serial(port) != serial:
+        assert time.monotonic() < deadline, "the rotated certificate was never served"
+        time.sleep(0.1)
+
+
+def _replace(path: Path, content: bytes) -> None:
+    """Write as rotations do (Kubernetes, cert-manager): a new file renamed over the old."""
+    path.with_suffix(".tmp").write_bytes(content)
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+@contextmanager
+def _https_with(tmp_path: Path, ca: CertificateAuthority, first: Issued) -> Iterator[HttpServer]:
+    cert, key = first.write(tmp_path, "server")
+    config = make_config(TODO_POLICIES, http={"listen": "127.0.0.1:0"},
+                         **{"server.tls": {"cert_file": cert, "key_file": key}})
+    with serving(config) as (server, _):
+        yield server
+
+
+def test_https_follows_certificate_rotation(tmp_path: Path) -> None:
+    ca = CertificateAuthority("pdp-ca")
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    first, rotated = ca.issue("pdp", server=True), ca.issue("pdp", server=True)
+    with _https_with(tmp_path, ca, first) as server:
+        assert _served_serial(server.port) == first.cert.serial_number
+        trusting = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        open_conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=trusting,
+                                                timeout=10)
+        open_conn.request("GET", "/.well-known/authzen-configuration")
+        open_conn.getresponse().read()
+        rotated.write(tmp_path, "server")
+        _wait_for_serial(server.port, rotated.cert.serial_number)
+        assert _https_post(server.port, trusting, body()) == 200
+        # A connection opened before the rotation keeps its certificate and still works.
+        open_conn.request("GET", "/.well-known/authzen-configuration")
+        assert open_conn.getresponse().status == 200
+        assert open_conn.sock is not None
+        der = open_conn.sock.getpeercert(binary_form=True)
+        assert x509.load_der_x509_certificate(der).serial_number == first.cert.serial_number
+        open_conn.close()
+
+
+def test_https_trusts_a_client_ca_added_to_the_bundle(tmp_path: Path) -> None:
+    ca, new_ca = CertificateAuthority("pdp-ca"), CertificateAuthority("new-clients-ca")
+    cert, key = ca.issue("pdp", server=True).write(tmp_path, "server")
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    client_cert, client_key = new_ca.issue("gateway").write(tmp_path, "client")
+    tls = {"cert_file": cert, "key_file": key, "client_ca_file": tmp_path / "ca.pem"}
+    config = make_config(TODO_POLICIES, http={"listen": "127.0.0.1:0"}, **{"server.tls": tls})
+    client = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    client.load_cert_chain(client_cert, client_key)
+    with serving(config) as (server, recorder):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            _https_post(server.port, client, body())
+        _replace(tmp_path / "ca.pem", ca.pem + new_ca.pem)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert _https_post(server.port, client, body()) == 200
+                break
+            except (ssl.SSLError, ConnectionError):
+                assert time.monotonic() < deadline, "the added client CA was never trusted"
+                time.sleep(0.1)
+        assert recorder.records[-1][2].caller == "gateway"
+
+
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_https_keeps_the_old_pair_while_a_rotation_is_half_written(tmp_path: Path) -> None:
+    ca = CertificateAuthority("pdp-ca")
+    first, rotated = ca.issue("pdp", server=True), ca.issue("pdp", server=True)
+    warnings = _Warnings()
+    tls_log = logging.getLogger("pdp.identity.tls")
+    tls_log.addHandler(warnings)
+    try:
+        with _https_with(tmp_path, ca, first) as server:
+            _replace(tmp_path / "server.crt", rotated.cert_pem)  # the key not yet
+            deadline = time.monotonic() + 10
+            while not warnings.messages:
+                assert time.monotonic() < deadline, "the half-written rotation was never seen"
+                time.sleep(0.1)
+            assert "does not match" in warnings.messages[0]
+            assert _served_serial(server.port) == first.cert.serial_number
+            _replace(tmp_path / "server.key", rotated.key_pem)
+            _wait_for_serial(server.port, rotated.cert.serial_number)
+    finally:
+        tls_log.removeHandler(warnings)
+    assert len(warnings.messages) == 1  # warned once, however many looks it took
+    assert "PRIVATE KEY" not in warnings.messages[0]
 
 
 def test_every_worker_serves_http_on_the_same_port() -> None:

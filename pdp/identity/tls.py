@@ -1,10 +1,12 @@
 """gRPC server credentials: TLS, or mTLS with client certificates signed by a
 configured CA, re-read from their files when they change (rotation without restart).
 
-gRPC calls the fetcher at each new handshake; it looks at the files at most
-once per `check_interval` and hands gRPC a new configuration only when they
-changed and the new certificate matches the new key, so a rotation written in
-two steps (cert, then key) never serves a broken pair.
+`TlsWatch` keeps the files' last good content and re-reads them when their
+stat changes, taking the new content only when the new certificate matches the
+new key, so a rotation written in two steps (cert, then key) never serves a
+broken pair. gRPC calls the fetcher at each new handshake; it looks at the
+files at most once per `check_interval`. The HTTPS server polls its own watch
+(pdp.http_server).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -42,13 +44,15 @@ class TlsFiles:
 
 
 @dataclass(frozen=True, slots=True)
-class _Material:
+class TlsMaterial:
+    """The files' content, checked: the certificate matches the key, the CA bundle parses."""
+
     cert: bytes
-    key: bytes
-    client_ca: bytes | None
+    key: bytes = field(repr=False)  # never in a log line
+    client_ca: bytes | None = None
 
 
-def _read(files: TlsFiles) -> _Material:
+def _read(files: TlsFiles) -> TlsMaterial:
     try:
         cert, key = files.cert.read_bytes(), files.key.read_bytes()
         ca = files.client_ca.read_bytes() if files.client_ca else None
@@ -60,7 +64,7 @@ def _read(files: TlsFiles) -> _Material:
             x509.load_pem_x509_certificates(ca)
         except ValueError:
             raise TlsConfigError(f"{files.client_ca}: no PEM certificate") from None
-    return _Material(cert, key, ca)
+    return TlsMaterial(cert, key, ca)
 
 
 def _check_pair(cert_pem: bytes, key_pem: bytes) -> None:
@@ -75,10 +79,52 @@ def _check_pair(cert_pem: bytes, key_pem: bytes) -> None:
         raise TlsConfigError("the certificate does not match the private key")
 
 
-def _grpc_config(material: _Material) -> grpc.ServerCertificateConfiguration:
+def _grpc_config(material: TlsMaterial) -> grpc.ServerCertificateConfiguration:
     return grpc.ssl_server_certificate_configuration(
         [(material.key, material.cert)], root_certificates=material.client_ca
     )
+
+
+_Stamps = tuple[tuple[int, int, int], ...]
+
+
+class TlsWatch:
+    """The last valid content of the TLS files (`material`), re-read when they change."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self._stamps = self._stat()  # before reading: a write in between is seen next time
+        self._warned: _Stamps | None = None
+        self.material = _read(files)
+
+    def _stat(self) -> _Stamps:
+        stamps = []
+        for path in self.files.paths():
+            try:
+                st = os.stat(path)
+                stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                stamps.append((0, 0, 0))
+        return tuple(stamps)
+
+    def changed(self) -> TlsMaterial | None:
+        """The new material when the files changed since the last look and are valid, else None.
+
+        Files that changed but do not make a valid pair (a rotation half written)
+        leave `material` as it was; that is warned once per state of the files.
+        """
+        stamps = self._stat()
+        if stamps == self._stamps:
+            return None
+        try:
+            material = _read(self.files)
+        except TlsConfigError as exc:
+            if stamps != self._warned:
+                self._warned = stamps
+                log.warning("TLS files not reloaded: %s", exc)
+            return None
+        self._stamps, self._warned, self.material = stamps, None, material
+        return material
 
 
 class CertificateFetcher:
@@ -89,18 +135,8 @@ class CertificateFetcher:
         self.check_interval = check_interval
         self._lock = threading.Lock()
         self._next_check = 0.0
-        self._stamps = self._stat()
-        self.initial = _grpc_config(_read(files))
-
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        stamps = []
-        for path in self.files.paths():
-            try:
-                st = os.stat(path)
-                stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                stamps.append((0, 0, 0))
-        return tuple(stamps)
+        self._watch = TlsWatch(files)
+        self.initial = _grpc_config(self._watch.material)
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         with self._lock:
@@ -108,15 +144,9 @@ class CertificateFetcher:
             if now < self._next_check:
                 return None
             self._next_check = now + self.check_interval
-            stamps = self._stat()
-            if stamps == self._stamps:
+            material = self._watch.changed()
+            if material is None:
                 return None
-            try:
-                material = _read(self.files)
-            except TlsConfigError as exc:  # mid-rotation: keep serving the old pair
-                log.warning("TLS files not reloaded: %s", exc)
-                return None
-            self._stamps = stamps
             log.info("TLS certificate reloaded from %s", self.files.cert)
             return _grpc_config(material)
 
