@@ -707,6 +707,12 @@ subject_type = "machine"
     {"issuers": [{"issuer": ISSUER, "audiences": ["a"]}]},
     {"issuers": [{"issuer": ISSUER, "audiences": ["a"], "jwks_url": "file:///etc/passwd"}]},
     {"issuers": [{"issuer": ISSUER, "audiences": ["a"], "jwks_url": "https://x", "algo": 1}]},
+    {"issuers": [{"issuer": ISSUER, "audiences": ["a"], "jwks_url": "https://x",
+                  "jwks_lifespan": 0}]},  # would refetch in a tight loop
+    {"issuers": [{"issuer": ISSUER, "audiences": ["a"], "jwks_url": "https://x",
+                  "jwks_timeout": -1}]},
+    {"issuers": [{"issuer": ISSUER, "audiences": ["a"], "jwks_url": "https://x",
+                  "jwks_refresh_cooldown": -5}]},
     {"trust": "everyone"},
 ])
 def test_unsafe_configuration_is_refused(tmp_path: Path, bad: dict[str, Any]) -> None:

@@ -97,6 +97,12 @@ class IssuerConfig:
             raise IdentityConfigError(f"{where}: {self.subject_type!r} is not a type name")
         if self.leeway < 0:
             raise IdentityConfigError(f"{where}: leeway must not be negative")
+        for name in ("jwks_lifespan", "jwks_timeout"):
+            if not getattr(self, name) > 0:
+                raise IdentityConfigError(f"{where}: {name} must be positive")
+        for name in ("reload_interval", "jwks_refresh_cooldown"):  # 0: look every time
+            if not getattr(self, name) >= 0:
+                raise IdentityConfigError(f"{where}: {name} must not be negative")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: Path) -> IssuerConfig:
