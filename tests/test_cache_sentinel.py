@@ -46,8 +46,19 @@ class Processes:
         for name in list(self.procs):
             self.kill(name)
 
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise ExitedAtStart(f"{name} exited with {proc.returncode}")
 
-def wait_until(check: Callable[[], object], timeout: float = 30) -> None:
+
+class ExitedAtStart(Exception):
+    """A redis process ended while starting: most likely another socket took the
+    port that free_port() found free, before the process could bind it."""
+
+
+def wait_until(check: Callable[[], object], timeout: float = 30,
+               alive: Callable[[], None] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -55,19 +66,24 @@ def wait_until(check: Callable[[], object], timeout: float = 30) -> None:
                 return
         except redis.RedisError:
             pass
+        if alive is not None:
+            alive()
         assert time.monotonic() < deadline, "not reached in time"
         time.sleep(0.1)
 
 
-@pytest.fixture
-def sentinel_setup(tmp_path: Path) -> Iterator[tuple[Processes, int, int, int]]:
+def client(port: int) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port)
+
+
+def start_trio(procs: Processes, folder: Path) -> tuple[int, int, int]:
+    """A master, its replica and a sentinel watching them, ready; their ports."""
     master, replica, sentinel = free_port(), free_port(), free_port()
-    procs = Processes(tmp_path)
     common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     procs.start("master", "--port", str(master), *common)
     procs.start("replica", "--port", str(replica), "--replicaof", "127.0.0.1", str(master),
                 *common)
-    conf = tmp_path / "sentinel.conf"
+    conf = folder / "sentinel.conf"
     conf.write_text(
         f"port {sentinel}\nbind 127.0.0.1\n"
         f"sentinel monitor main 127.0.0.1 {master} 1\n"
@@ -76,13 +92,29 @@ def sentinel_setup(tmp_path: Path) -> Iterator[tuple[Processes, int, int, int]]:
         "sentinel failover-timeout main 2000\n"
     )
     procs.start("sentinel", str(conf), "--sentinel")
+    # Until replication and the sentinel are set up, the fields are not there yet.
+    wait_until(lambda: client(replica).info("replication").get("master_link_status") == "up",
+               alive=procs.check_alive)
+    wait_until(lambda: client(sentinel).sentinel_masters().get("main", {})
+               .get("num-slaves", 0) >= 1, alive=procs.check_alive)
+    return master, replica, sentinel
+
+
+@pytest.fixture
+def sentinel_setup(tmp_path: Path) -> Iterator[tuple[Processes, int, int, int]]:
+    for attempt in range(3):  # new ports when one was taken before its process bound it
+        folder = tmp_path / f"attempt{attempt}"
+        folder.mkdir()
+        procs = Processes(folder)
+        try:
+            ports = start_trio(procs, folder)
+            break
+        except ExitedAtStart:
+            procs.stop_all()
+            if attempt == 2:
+                raise
     try:
-        # Until replication and the sentinel are set up, the fields are not there yet.
-        wait_until(lambda: redis.Redis(port=replica).info("replication").get("master_link_status")
-                   == "up")
-        wait_until(lambda: redis.Redis(port=sentinel).sentinel_masters().get("main", {})
-                   .get("num-slaves", 0) >= 1)
-        yield procs, master, replica, sentinel
+        yield (procs, *ports)
     finally:
         procs.stop_all()
 
@@ -102,9 +134,9 @@ def test_decisions_are_shared_through_sentinel_and_survive_a_failover(
         assert cache.l2 is not None and cache.l2.flush() and cache.l2.written == 10
         assert cache.get(policy, asked[0]) is not None
 
-        wait_until(lambda: redis.Redis(port=replica).dbsize() == 10)  # replicated
+        wait_until(lambda: client(replica).dbsize() == 10)  # replicated
         procs.kill("master")
-        wait_until(lambda: redis.Redis(port=replica).info("replication")["role"] == "master")
+        wait_until(lambda: client(replica).info("replication")["role"] == "master")
         # Every lookup is answered (a miss while the master is gone), then the
         # client finds the promoted replica through the sentinel on its own.
         wait_until(lambda: cache.get(policy, asked[1]) is not None)
