@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from policy_helpers import ask, load
 
-from pdp.grpc_mapping import RequestMemo, response_bytes, to_response
-from pdp.model import Request, deny_because
+from pdp.grpc_mapping import RequestMemo, fill_response, response_bytes, to_response
+from pdp.model import Effect, Request, deny_because
 from pdp.service import Outcome, new_decision_id
 from pdp.v1 import decision_pb2 as pb
 
@@ -19,6 +19,22 @@ role viewer {
 }
 grant viewer to user:*
 """
+
+
+def built(outcome: Outcome) -> pb.CheckResponse:
+    """The response built field by field: what the laid-out bytes must parse to."""
+    d = outcome.decision
+    return pb.CheckResponse(
+        decision=pb.DECISION_ALLOW if d.allowed else pb.DECISION_DENY,
+        allowed=d.allowed,
+        reasons=[pb.Reason(rule=r.rule, text=r.text, file=r.file, line=max(r.line, 0),
+                           effect=pb.EFFECT_ALLOW if r.effect is Effect.ALLOW else pb.EFFECT_DENY)
+                 for r in d.reasons],
+        policy_version=d.policy_version,
+        decision_id=outcome.decision_id,
+        cached=outcome.cached,
+        roles=sorted(d.roles),
+    )
 
 
 @pytest.mark.parametrize("cached", [False, True])
@@ -34,14 +50,17 @@ def test_response_bytes_parse_to_the_built_response(
     outcome = Outcome(decision, new_decision_id(), cached, 0.0)
     for _ in range(2):  # built, then from the kept parts
         parsed = pb.CheckResponse.FromString(response_bytes(outcome))
-        assert parsed == to_response(outcome)
+        assert parsed == built(outcome) == to_response(outcome)
+        in_batch = pb.BatchCheckResponse()
+        fill_response(in_batch.responses.add(), outcome)
+        assert in_batch.responses[0] == parsed
         assert parsed.decision_id == outcome.decision_id and parsed.cached == cached
         assert [r.text for r in parsed.reasons] == [r.text for r in decision.reasons]
 
 
 def test_an_error_deny_and_a_long_id_round_trip() -> None:
     outcome = Outcome(deny_because("internal error", ""), "x" * 300, False, 0.0)
-    assert pb.CheckResponse.FromString(response_bytes(outcome)) == to_response(outcome)
+    assert pb.CheckResponse.FromString(response_bytes(outcome)) == built(outcome)
 
 
 def test_request_memo_keeps_small_requests_and_empties_when_full() -> None:
